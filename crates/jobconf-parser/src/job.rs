@@ -11,7 +11,7 @@ use crate::expr::EventExpr;
 use crate::signal::Signal;
 
 /// One parsed job file (plus its `.override`, if any).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobConf {
     /// `description "TEXT"`.
     pub description: Option<String>,
@@ -83,6 +83,49 @@ pub struct JobConf {
     pub cgroups: Vec<Cgroup>,
     /// `debug`.
     pub debug: bool,
+}
+
+/// `kill timeout` when the job gives none.
+pub const DEFAULT_KILL_TIMEOUT: u64 = 5;
+
+impl Default for JobConf {
+    /// A job with no stanzas, with Upstart's defaults.
+    fn default() -> Self {
+        JobConf {
+            description: None,
+            author: None,
+            version: None,
+            usage: None,
+            instance: String::new(),
+            start_on: None,
+            stop_on: None,
+            emits: Vec::new(),
+            env: Vec::new(),
+            export: Vec::new(),
+            process: Processes::default(),
+            task: false,
+            respawn: false,
+            respawn_limit: RespawnLimit::default(),
+            normal_exit: Vec::new(),
+            kill_timeout: DEFAULT_KILL_TIMEOUT,
+            kill_signal: Signal::TERM,
+            reload_signal: Signal::HUP,
+            expect: Expect::None,
+            console: None,
+            umask: None,
+            nice: None,
+            oom_score: None,
+            limits: Vec::new(),
+            chroot: None,
+            chdir: None,
+            setuid: None,
+            setgid: None,
+            apparmor_load: None,
+            apparmor_switch: None,
+            cgroups: Vec::new(),
+            debug: false,
+        }
+    }
 }
 
 impl JobConf {

@@ -6,7 +6,10 @@
 
 use std::fmt::Write;
 
-use crate::job::{DEFAULT_CGROUP_NAME, JobConf, LimitValue, NormalExit, Process, ProcessKind, RespawnLimit};
+use crate::job::{
+    DEFAULT_CGROUP_NAME, DEFAULT_KILL_TIMEOUT, JobConf, LimitValue, NormalExit, Process, ProcessKind,
+    RespawnLimit,
+};
 use crate::signal::Signal;
 
 /// Renders `job` as job-file text.
@@ -80,7 +83,7 @@ pub fn render_job(job: &JobConf) -> String {
             .collect();
         line("normal exit", &items.join(" "));
     }
-    if job.kill_timeout != JobConf::default().kill_timeout {
+    if job.kill_timeout != DEFAULT_KILL_TIMEOUT {
         line("kill timeout", &job.kill_timeout.to_string());
     }
     if job.kill_signal != Signal::TERM {

@@ -95,12 +95,6 @@ impl std::fmt::Display for Signal {
     }
 }
 
-impl Default for Signal {
-    fn default() -> Self {
-        Signal::TERM
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
