@@ -26,29 +26,43 @@ pub fn override_job_name(relative_path: &str) -> Option<String> {
     job_name(&format!("{stem}.conf"))
 }
 
-/// True for names a conf dir scan skips: hidden files, backups (`*~`,
-/// `*.bak`, `*.BAK`, `#*#`), editor swap files (`*.swp`, `*.swo`, …),
-/// version-control directories, and packaging leftovers (`*.dpkg-*`,
-/// `*.rpmsave`, `*.rpmorig`, `*.rpmnew`, `*;XXXXXXXX` with eight hex
-/// digits, as rpm leaves them).
+/// True for names a conf dir scan skips, exactly libnih's `nih_file_ignore`:
+/// hidden (`.*`); backups (`*~`, `*.bak`, `*.BAK`, `#*#`); editor swap files
+/// (`*.swp`, `*.swo`, `*.swn`, `.#*`); revision control (`*,v`, `RCS`,
+/// `CVS`, `CVS.adm`, `SCCS`, `.bzr`, `.bzr.log`, `.hg`, `.git`, `.svn`,
+/// `BitKeeper`, `.arch-ids`, `.arch-inventory`, `{arch}`, `_darcs`); and
+/// packaging leftovers (a last extension starting `.dpkg-`, or exactly
+/// `.rpmsave`, `.rpmorig`, `.rpmnew`, or `;` and eight hex digits at the end).
 pub fn is_ignored(name: &str) -> bool {
-    const SUFFIXES: &[&str] = &[
-        "~", ".bak", ".BAK", ".swp", ".swo", ".swn", ".swx", ".tmp", ".rpmsave", ".rpmorig", ".rpmnew",
+    const SUFFIXES: &[&str] = &["~", ".bak", ".BAK", ".swp", ".swo", ".swn", ",v"];
+    const RCS: &[&str] = &[
+        "RCS",
+        "CVS",
+        "CVS.adm",
+        "SCCS",
+        ".bzr",
+        ".bzr.log",
+        ".hg",
+        ".git",
+        ".svn",
+        "BitKeeper",
+        ".arch-ids",
+        ".arch-inventory",
+        "{arch}",
+        "_darcs",
     ];
-    const VCS: &[&str] = &["RCS", "CVS", "SCCS", ".svn", ".git", ".hg", ".bzr", "_darcs"];
-    if name.starts_with('.') || VCS.contains(&name) {
-        return true;
-    }
-    if SUFFIXES.iter().any(|s| name.ends_with(s)) {
+    if name.starts_with('.') || RCS.contains(&name) || SUFFIXES.iter().any(|s| name.ends_with(s)) {
         return true;
     }
     if name.len() >= 2 && name.starts_with('#') && name.ends_with('#') {
         return true;
     }
-    if name.contains(".dpkg-") {
-        return true;
+    if let Some(dot) = name.rfind('.') {
+        let ext = &name[dot..];
+        if ext.starts_with(".dpkg-") || matches!(ext, ".rpmsave" | ".rpmorig" | ".rpmnew") {
+            return true;
+        }
     }
-    // rpm's `NAME;4f3a9b01`
     matches!(name.rsplit_once(';'), Some((_, tail)) if tail.len() == 8 && tail.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
@@ -88,12 +102,27 @@ mod tests {
             "foo.conf.rpmorig",
             "foo.conf.rpmnew",
             "foo.conf;4f3a9b01",
+            "foo.conf,v",
+            ".#foo.conf",
             "CVS",
+            "CVS.adm",
             "RCS",
+            "BitKeeper",
+            "{arch}",
+            "_darcs",
         ] {
             assert!(is_ignored(name), "{name} should be ignored");
         }
-        for name in ["foo.conf", "foo.override", "net", "foo;bar.conf", "#foo.conf"] {
+        for name in [
+            "foo.conf",
+            "foo.override",
+            "net",
+            "foo;bar.conf",
+            "#foo.conf",
+            "foo.dpkg-old.conf",
+            "foo.conf.tmp",
+            "foo.rpmnewer",
+        ] {
             assert!(!is_ignored(name), "{name} should not be ignored");
         }
     }
