@@ -528,11 +528,11 @@ impl OnParser {
     /// `parse_on_collect`: folds the stack down to the innermost open group
     /// into `root`; `pos` is where an error is reported.
     fn collect(&mut self, pos: usize) -> Res<()> {
-        while let Some(top) = self.stack.last() {
-            if matches!(top, StackItem::Group) {
+        while let Some(item) = self.stack.pop() {
+            if matches!(item, StackItem::Group) {
+                self.stack.push(item);
                 break;
             }
-            let Some(item) = self.stack.pop() else { break };
             self.root = Some(match (item, self.root.take()) {
                 (StackItem::Op { and, left, depth }, Some((right, rdepth))) => {
                     let d = 1 + depth.max(rdepth);
@@ -552,7 +552,11 @@ impl OnParser {
                 (StackItem::Op { .. }, None) => return Err((ErrorKind::ExpectedEvent, pos)),
                 (StackItem::Match(_), Some(_)) => return Err((ErrorKind::ExpectedOperator, pos)),
                 (StackItem::Match(m), None) => (EventExpr::Match(m), 1),
-                (StackItem::Group, _) => unreachable!("groups stop the loop above"),
+                // Groups end the loop before this match.
+                (StackItem::Group, root) => {
+                    self.root = root;
+                    break;
+                }
             });
         }
         if self.root.is_none() {
