@@ -6,7 +6,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::expr::{EventExpr, MatchArg};
-use crate::job::{Console, JobConf, LimitValue, NormalExit, Process, ProcessKind};
+use crate::job::{Bound, Console, JobConf, LimitValue, NormalExit, Process, ProcessKind};
 
 /// The console type a job gets when it names none and the daemon runs with
 /// its defaults.
@@ -79,7 +79,17 @@ pub fn dump_job(job: &JobConf) -> Value {
             "settings": c.settings.iter().map(|(k, v)| json!({ "key": k, "value": v })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "debug": job.debug,
+        "process_timeout": job.process_timeout.map(bound),
+        "expect_timeout": job.expect_timeout.map(bound),
     })
+}
+
+/// `null` (the daemon's default), a number of seconds, or `"unlimited"`.
+fn bound(b: Bound) -> Value {
+    match b {
+        Bound::Seconds(n) => json!(n),
+        Bound::Unlimited => json!("unlimited"),
+    }
 }
 
 fn dump_process(p: &Process) -> Value {

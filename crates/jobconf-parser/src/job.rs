@@ -83,6 +83,22 @@ pub struct JobConf {
     pub cgroups: Vec<Cgroup>,
     /// `debug`.
     pub debug: bool,
+    /// `process timeout SECONDS|unlimited` (upshot): how long each of
+    /// pre-start, post-start, pre-stop and post-stop may run before it is
+    /// killed and the job fails; `None` takes the daemon's default.
+    pub process_timeout: Option<Bound>,
+    /// `expect timeout SECONDS|unlimited` (upshot): how long the main process
+    /// may take to reach what `expect` declares; `None` takes the daemon's
+    /// default.
+    pub expect_timeout: Option<Bound>,
+}
+
+/// A time bound of upshot's own stanzas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Bound {
+    Seconds(u64),
+    Unlimited,
 }
 
 /// `kill timeout` when the job gives none.
@@ -124,6 +140,8 @@ impl Default for JobConf {
             apparmor_switch: None,
             cgroups: Vec::new(),
             debug: false,
+            process_timeout: None,
+            expect_timeout: None,
         }
     }
 }

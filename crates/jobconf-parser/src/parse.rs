@@ -10,8 +10,8 @@
 use crate::error::{ErrorKind, ParseError};
 use crate::expr::{EventExpr, EventMatch, MatchArg};
 use crate::job::{
-    Console, DEFAULT_CGROUP_NAME, Expect, JobConf, Limit, LimitValue, NormalExit, Process, ProcessKind,
-    Resource,
+    Bound, Console, DEFAULT_CGROUP_NAME, Expect, JobConf, Limit, LimitValue, NormalExit, Process,
+    ProcessKind, Resource,
 };
 use crate::lexer::{CNLWS, Lexer, PAREN_CNLWS, Res};
 use crate::number::{strtol, strtoul};
@@ -83,7 +83,15 @@ fn parse_stanza(job: &mut JobConf, lx: &mut Lexer) -> Res<()> {
         "post-start" => process(job, lx, ProcessKind::PostStart)?,
         "pre-stop" => process(job, lx, ProcessKind::PreStop)?,
         "post-stop" => process(job, lx, ProcessKind::PostStop)?,
-        "expect" => job.expect = expect(lx)?,
+        "expect" => expect(job, lx)?,
+        "process" => {
+            let kw_pos = lx.pos;
+            if keyword(lx)? != "timeout" {
+                return Err((ErrorKind::UnknownStanza, kw_pos));
+            }
+            job.process_timeout = Some(bound(lx)?);
+            lx.skip_comment()?;
+        }
         "task" => {
             job.task = true;
             lx.skip_comment()?;
@@ -176,17 +184,35 @@ fn process(job: &mut JobConf, lx: &mut Lexer, kind: ProcessKind) -> Res<()> {
     Ok(())
 }
 
-fn expect(lx: &mut Lexer) -> Res<Expect> {
+/// `expect stop|daemon|fork|none`, or upshot's `expect timeout BOUND`.
+fn expect(job: &mut JobConf, lx: &mut Lexer) -> Res<()> {
     let pos = lx.pos;
-    let e = match lx.next_arg()?.as_str() {
+    job.expect = match lx.next_arg()?.as_str() {
         "stop" => Expect::Stop,
         "daemon" => Expect::Daemon,
         "fork" => Expect::Fork,
         "none" => Expect::None,
+        "timeout" => {
+            job.expect_timeout = Some(bound(lx)?);
+            return lx.skip_comment();
+        }
         _ => return Err((ErrorKind::UnknownStanza, pos)),
     };
-    lx.skip_comment()?;
-    Ok(e)
+    lx.skip_comment()
+}
+
+/// `SECONDS|unlimited` of upshot's timeout stanzas (a non-negative number,
+/// like `kill timeout`).
+fn bound(lx: &mut Lexer) -> Res<Bound> {
+    let pos = lx.pos;
+    let arg = lx.next_arg()?;
+    if arg == "unlimited" {
+        return Ok(Bound::Unlimited);
+    }
+    match strtol(&arg, 10) {
+        Some(n) if n >= 0 => Ok(Bound::Seconds(n as u64)),
+        _ => Err((ErrorKind::IllegalInterval, pos)),
+    }
 }
 
 /// A signal by name (with or without `SIG`) or a decimal number up to

@@ -7,7 +7,7 @@
 use std::fmt::Write;
 
 use crate::job::{
-    DEFAULT_CGROUP_NAME, DEFAULT_KILL_TIMEOUT, JobConf, LimitValue, NormalExit, Process, ProcessKind,
+    Bound, DEFAULT_CGROUP_NAME, DEFAULT_KILL_TIMEOUT, JobConf, LimitValue, NormalExit, Process, ProcessKind,
     RespawnLimit,
 };
 use crate::signal::Signal;
@@ -144,6 +144,16 @@ pub fn render_job(job: &JobConf) -> String {
     if job.debug {
         line("debug", "");
     }
+    for (stanza, b) in [
+        ("process timeout", job.process_timeout),
+        ("expect timeout", job.expect_timeout),
+    ] {
+        match b {
+            Some(Bound::Seconds(n)) => line(stanza, &n.to_string()),
+            Some(Bound::Unlimited) => line(stanza, "unlimited"),
+            None => {}
+        }
+    }
     for kind in ProcessKind::ALL {
         if let Some(p) = job.process.get(kind) {
             render_process(&mut out, kind, p);
@@ -178,11 +188,23 @@ fn render_signal(sig: Signal) -> String {
 /// bare when it holds nothing special, else double-quoted runs with `"` as
 /// `'"'` and `\` as `\\`. `extra` lists further delimiters (the parentheses
 /// of event expressions).
+///
+/// The empty string is `""` followed by an escaped newline. libnih rejects a
+/// token whose length is zero, and `""` alone has length zero once its quotes
+/// are removed; the backslash of an escaped newline that ends a token counts
+/// towards the length but adds no text, so `""\⏎` spells an empty argument
+/// (it is how one gets into a parsed job) without a NUL byte in the file.
+/// The newline is a continuation: what follows on the next line (a space and
+/// the next argument, `)`, or the line's own newline) goes on as if on the
+/// same line.
 pub(crate) fn quote_token(token: &str, extra: &[u8]) -> String {
+    if token.is_empty() {
+        return "\"\"\\\n".to_string();
+    }
     let special = |c: u8| {
         matches!(c, b' ' | b'\t' | b'\r' | b'\n' | b'#' | b'"' | b'\'' | b'\\' | 0) || extra.contains(&c)
     };
-    if !token.is_empty() && !token.bytes().any(special) {
+    if !token.bytes().any(special) {
         return token.to_string();
     }
     let mut out = String::with_capacity(token.len() + 2);
@@ -205,11 +227,8 @@ pub(crate) fn quote_token(token: &str, extra: &[u8]) -> String {
             }
         }
     }
-    if open || out.is_empty() {
+    if open {
         out.push('"');
-        if out.len() == 1 {
-            out.push('"');
-        }
     }
     out
 }
@@ -233,6 +252,7 @@ mod tests {
             "trail  ",
             "(x)",
             "'\"'",
+            "",
         ] {
             let q = quote_token(s, b"()");
             let mut lx = Lexer::new(q.as_bytes());

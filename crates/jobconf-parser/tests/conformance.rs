@@ -152,6 +152,8 @@ fn base() -> JobConf {
         apparmor_switch: None,
         cgroups: vec![],
         debug: false,
+        process_timeout: None,
+        expect_timeout: None,
     }
 }
 
@@ -2171,4 +2173,43 @@ fn override_behaves_as_appended_text() {
     let merged = apply_override(&ok(conf), over.as_bytes()).unwrap();
     assert_eq!(merged, ok(&format!("{conf}{over}")));
     assert_eq!(merged.start_on, Some(ev("b")));
+}
+
+/// upshot's own stanzas: `process timeout` and `expect timeout`.
+mod upshot_extensions {
+    use super::*;
+    use jobconf_parser::Bound;
+
+    #[test]
+    fn process_timeout_takes_seconds_or_unlimited() {
+        assert_eq!(
+            ok("process timeout 30\n").process_timeout,
+            Some(Bound::Seconds(30))
+        );
+        assert_eq!(
+            ok("process timeout unlimited\n").process_timeout,
+            Some(Bound::Unlimited)
+        );
+        assert_eq!(ok("process timeout 0\n").process_timeout, Some(Bound::Seconds(0)));
+        assert_eq!(ok("task\n").process_timeout, None);
+    }
+
+    #[test]
+    fn expect_timeout_does_not_change_expect() {
+        let job = ok("expect daemon\nexpect timeout 10\n");
+        assert_eq!(job.expect, Expect::Daemon);
+        assert_eq!(job.expect_timeout, Some(Bound::Seconds(10)));
+    }
+
+    #[test]
+    fn bad_timeouts_are_illegal_intervals_at_the_value() {
+        let e = err("process timeout -1\n");
+        assert_eq!((e.kind, e.offset), (ErrorKind::IllegalInterval, 16));
+        let e = err("expect timeout soon\n");
+        assert_eq!((e.kind, e.offset), (ErrorKind::IllegalInterval, 15));
+        let e = err("process foo 1\n");
+        assert_eq!((e.kind, e.offset), (ErrorKind::UnknownStanza, 8));
+        let e = err("process timeout 1 2\n");
+        assert_eq!((e.kind, e.offset), (ErrorKind::UnexpectedToken, 18));
+    }
 }

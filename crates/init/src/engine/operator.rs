@@ -1,0 +1,361 @@
+//! The live form of a `start on`/`stop on` expression (spec §1.5, §2.1;
+//! Upstart's `event_operator.c`): each event match remembers the event that
+//! satisfied it, and holds a reference on that event until the tree is
+//! reset, which is how partial `and` matches keep an event in `handling`.
+//!
+//! The tree is stored flat, children before parents, so updating values is
+//! a loop; walks that need the shape recurse at most [`MAX_EXPR_DEPTH`]
+//! deep, which the parser guarantees.
+//!
+//! [`MAX_EXPR_DEPTH`]: jobconf_parser::MAX_EXPR_DEPTH
+
+use jobconf_parser::expand::{Lookup, expand};
+use jobconf_parser::glob::glob_match;
+use jobconf_parser::{EventExpr, MatchArg};
+use serde::{Deserialize, Serialize};
+
+use super::event::EventId;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+enum Node {
+    Match {
+        name: String,
+        args: Vec<MatchArg>,
+        event: Option<EventId>,
+    },
+    And(usize, usize),
+    Or(usize, usize),
+}
+
+/// An expression with its matching state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorTree {
+    nodes: Vec<Node>,
+    values: Vec<bool>,
+}
+
+impl OperatorTree {
+    pub fn new(expr: &EventExpr) -> OperatorTree {
+        let mut nodes = Vec::new();
+        push(expr, &mut nodes);
+        let values = vec![false; nodes.len()];
+        OperatorTree { nodes, values }
+    }
+
+    fn root(&self) -> usize {
+        self.nodes.len() - 1
+    }
+
+    /// The value of the whole expression.
+    pub fn value(&self) -> bool {
+        self.values.last().copied().unwrap_or(false)
+    }
+
+    /// The event names the expression mentions (for the dispatch index).
+    pub fn event_names(&self) -> impl Iterator<Item = &str> {
+        self.nodes.iter().filter_map(|n| match n {
+            Node::Match { name, .. } => Some(name.as_str()),
+            _ => None,
+        })
+    }
+
+    /// Offers an event to every match that is not yet true
+    /// (`event_operator_handle`). Returns how many matches took it; the
+    /// caller adds that many blockers to the event.
+    pub fn handle<L: Lookup + ?Sized>(&mut self, id: EventId, name: &str, env: &[String], vars: &L) -> u32 {
+        let mut taken = 0;
+        for (i, node) in self.nodes.iter_mut().enumerate() {
+            if let Node::Match { name: n, args, event } = node
+                && !self.values[i]
+                && n == name
+                && args_match(args, env, vars)
+            {
+                self.values[i] = true;
+                *event = Some(id);
+                taken += 1;
+            }
+        }
+        if taken > 0 {
+            for i in 0..self.nodes.len() {
+                self.values[i] = match self.nodes[i] {
+                    Node::Match { .. } => self.values[i],
+                    Node::And(l, r) => self.values[l] && self.values[r],
+                    Node::Or(l, r) => self.values[l] || self.values[r],
+                };
+            }
+        }
+        taken
+    }
+
+    /// Clears every match (`event_operator_reset`) and returns the events
+    /// whose references it held, one entry per reference.
+    pub fn reset(&mut self) -> Vec<EventId> {
+        let mut released = Vec::new();
+        for node in &mut self.nodes {
+            if let Node::Match { event, .. } = node
+                && let Some(id) = event.take()
+            {
+                released.push(id);
+            }
+        }
+        self.values.iter_mut().for_each(|v| *v = false);
+        released
+    }
+
+    /// The events that made the expression true, left to right, skipping
+    /// branches that are false (`event_operator_events` and the walk of
+    /// `event_operator_environment`).
+    pub fn true_events(&self) -> Vec<EventId> {
+        let mut out = Vec::new();
+        if !self.nodes.is_empty() {
+            self.walk(self.root(), &mut out);
+        }
+        out
+    }
+
+    fn walk(&self, i: usize, out: &mut Vec<EventId>) {
+        if !self.values[i] {
+            return;
+        }
+        match &self.nodes[i] {
+            Node::Match { event, .. } => out.extend(event.iter().copied()),
+            Node::And(l, r) | Node::Or(l, r) => {
+                self.walk(*l, out);
+                self.walk(*r, out);
+            }
+        }
+    }
+}
+
+fn push(expr: &EventExpr, nodes: &mut Vec<Node>) -> usize {
+    let node = match expr {
+        EventExpr::Match(m) => Node::Match {
+            name: m.name.clone(),
+            args: m.args.clone(),
+            event: None,
+        },
+        EventExpr::And(l, r) => Node::And(push(l, nodes), push(r, nodes)),
+        EventExpr::Or(l, r) => Node::Or(push(l, nodes), push(r, nodes)),
+    };
+    nodes.push(node);
+    nodes.len() - 1
+}
+
+/// The value of an `env` entry (`KEY=VALUE` → `VALUE`).
+fn entry_value(entry: &str) -> &str {
+    entry.split_once('=').map_or(entry, |(_, v)| v)
+}
+
+fn lookup<'a>(env: &'a [String], key: &str) -> Option<&'a str> {
+    env.iter()
+        .find_map(|e| e.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')))
+}
+
+/// `event_operator_match` for the arguments (the name already matched):
+/// the i-th positional pattern against the i-th variable's value, `KEY=`
+/// and `KEY!=` against the variable of that name (missing: no match, for
+/// `!=` too). Patterns are `$`-expanded from `vars` first; an expansion
+/// error is no match.
+pub fn args_match<L: Lookup + ?Sized>(args: &[MatchArg], env: &[String], vars: &L) -> bool {
+    args.iter().enumerate().all(|(i, arg)| match arg {
+        MatchArg::Positional(pat) => match (env.get(i), expand(pat, vars)) {
+            (Some(entry), Ok(p)) => glob_match(&p, entry_value(entry)),
+            _ => false,
+        },
+        MatchArg::Equals(key, pat) => match (lookup(env, key), expand(pat, vars)) {
+            (Some(v), Ok(p)) => glob_match(&p, v),
+            _ => false,
+        },
+        MatchArg::NotEquals(key, pat) => match (lookup(env, key), expand(pat, vars)) {
+            (Some(v), Ok(p)) => !glob_match(&p, v),
+            _ => false,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    //! The matcher cases of Upstart's `test_event_operator.c` (spec §6.1).
+    use super::*;
+    use jobconf_parser::expand::EmptyEnv;
+    use jobconf_parser::parse_job;
+
+    fn env(s: &[&str]) -> Vec<String> {
+        s.iter().map(|e| e.to_string()).collect()
+    }
+
+    fn tree(expr: &str) -> OperatorTree {
+        let job = parse_job(format!("start on {expr}\n").as_bytes()).unwrap();
+        OperatorTree::new(&job.start_on.unwrap())
+    }
+
+    /// Whether a one-event expression matches the event.
+    fn matches(expr: &str, name: &str, ev: &[&str], vars: &[&str]) -> bool {
+        let mut t = tree(expr);
+        t.handle(EventId(1), name, &env(ev), &env(vars)) > 0
+    }
+
+    #[test]
+    fn different_names_do_not_match() {
+        assert!(!matches("foo", "bar", &[], &[]));
+    }
+
+    #[test]
+    fn same_name_matches() {
+        assert!(matches("foo", "foo", &[], &[]));
+    }
+
+    #[test]
+    fn identical_key_value_lists_match() {
+        assert!(matches(
+            "foo FRODO=foo BILBO=bar",
+            "foo",
+            &["FRODO=foo", "BILBO=bar"],
+            &[]
+        ));
+    }
+
+    #[test]
+    fn wrong_values_do_not_match() {
+        assert!(!matches(
+            "foo FRODO=foo BILBO=baz",
+            "foo",
+            &["FRODO=foo", "BILBO=bar"],
+            &[]
+        ));
+    }
+
+    #[test]
+    fn negated_match_of_a_different_value_matches() {
+        assert!(matches("foo BILBO!=baz", "foo", &["FRODO=foo", "BILBO=bar"], &[]));
+    }
+
+    #[test]
+    fn negated_match_of_the_same_value_does_not_match() {
+        assert!(!matches(
+            "foo BILBO!=bar",
+            "foo",
+            &["FRODO=foo", "BILBO=bar"],
+            &[]
+        ));
+    }
+
+    #[test]
+    fn negated_match_of_a_missing_variable_does_not_match() {
+        assert!(!matches("foo SAM!=bar", "foo", &["FRODO=foo", "BILBO=bar"], &[]));
+    }
+
+    #[test]
+    fn operator_list_shorter_than_event_matches() {
+        assert!(matches("foo FRODO=foo", "foo", &["FRODO=foo", "BILBO=bar"], &[]));
+    }
+
+    #[test]
+    fn positional_arguments_match_in_order() {
+        let ev = &["FRODO=foo", "BILBO=bar", "MERRY=baz"];
+        assert!(matches("foo foo bar baz", "foo", ev, &[]));
+        assert!(!matches("foo bar foo baz", "foo", ev, &[]), "wrong order");
+        assert!(matches("foo foo bar", "foo", ev, &[]), "fewer positionals");
+        assert!(
+            !matches("foo foo bar baz quux", "foo", ev, &[]),
+            "more positionals than variables"
+        );
+    }
+
+    #[test]
+    fn named_variables_in_any_order_match() {
+        assert!(matches(
+            "foo BILBO=bar FRODO=foo",
+            "foo",
+            &["FRODO=foo", "BILBO=bar"],
+            &[]
+        ));
+    }
+
+    #[test]
+    fn positional_then_named_matches() {
+        assert!(matches(
+            "foo foo bar PIPPIN=quux",
+            "foo",
+            &["FRODO=foo", "BILBO=bar", "PIPPIN=quux"],
+            &[]
+        ));
+    }
+
+    #[test]
+    fn unknown_variable_does_not_match() {
+        assert!(!matches("foo MERRY=baz", "foo", &["FRODO=foo", "BILBO=bar"], &[]));
+    }
+
+    #[test]
+    fn globs_in_named_and_positional_arguments() {
+        assert!(matches("foo BILBO=b?r", "foo", &["FRODO=foo", "BILBO=bar"], &[]));
+        assert!(matches("foo f*", "foo", &["FRODO=foo", "BILBO=bar"], &[]));
+        assert!(matches("runlevel [!06]", "runlevel", &["RUNLEVEL=2"], &[]));
+        assert!(!matches("runlevel [!06]", "runlevel", &["RUNLEVEL=0"], &[]));
+    }
+
+    #[test]
+    fn variables_expand_from_the_given_environment() {
+        assert!(matches("foo BILBO=$FOO", "foo", &["BILBO=foo"], &["FOO=foo"]));
+        assert!(!matches("foo BILBO=$WIBBLE", "foo", &["BILBO=foo"], &["FOO=foo"]));
+    }
+
+    #[test]
+    fn start_on_expands_from_nothing_so_only_defaults_work() {
+        let mut t = tree("foo A=$A");
+        assert_eq!(t.handle(EventId(1), "foo", &env(&["A=x"]), &EmptyEnv), 0);
+        let mut t = tree("foo A=${A:-x}");
+        assert_eq!(t.handle(EventId(1), "foo", &env(&["A=x"]), &EmptyEnv), 1);
+    }
+
+    /// `(foo and bar) or baz BAR=$WIBBLE`, step by step as in §6.1.
+    #[test]
+    fn tree_handling_blocks_resets_and_releases() {
+        let mut t = tree("(foo and bar) or baz BAR=$WIBBLE");
+        let vars = env(&["WIBBLE=wobble"]);
+        assert_eq!(
+            t.handle(EventId(1), "frodo", &[], &vars),
+            0,
+            "non-matching event leaves the tree"
+        );
+        assert!(!t.value());
+        assert_eq!(
+            t.handle(EventId(2), "foo", &[], &vars),
+            1,
+            "foo sets its leaf and blocks once"
+        );
+        assert!(!t.value());
+        assert_eq!(
+            t.handle(EventId(3), "foo", &[], &vars),
+            0,
+            "a second foo is ignored"
+        );
+        assert_eq!(t.handle(EventId(4), "bar", &[], &vars), 1);
+        assert!(t.value(), "bar completes the and");
+        assert_eq!(t.true_events(), vec![EventId(2), EventId(4)]);
+        assert_eq!(t.reset(), vec![EventId(2), EventId(4)]);
+        assert!(!t.value());
+        assert!(t.true_events().is_empty());
+        assert_eq!(
+            t.handle(EventId(5), "baz", &env(&["BAR=wobble"]), &vars),
+            1,
+            "environment used for $WIBBLE"
+        );
+        assert!(t.value());
+    }
+
+    #[test]
+    fn true_events_skip_false_branches() {
+        let mut t = tree("(a and b) or c");
+        t.handle(EventId(1), "a", &[], &EmptyEnv);
+        t.handle(EventId(2), "c", &[], &EmptyEnv);
+        assert!(t.value());
+        assert_eq!(
+            t.true_events(),
+            vec![EventId(2)],
+            "a is held but its branch is false"
+        );
+        assert_eq!(t.reset().len(), 2, "both references are released");
+    }
+}
