@@ -6,8 +6,11 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// An event expression: `and`/`or` of event matches.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+///
+/// With serde it is written as its job-file text ([`EventExpr::render`])
+/// and read back by the parser: compact, readable in saved state, and free
+/// of the nesting limits of recursive formats.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventExpr {
     Match(EventMatch),
     And(Box<EventExpr>, Box<EventExpr>),
@@ -65,6 +68,22 @@ impl MatchArg {
     /// True for `KEY=VALUE` and `KEY!=VALUE`.
     pub fn is_named(&self) -> bool {
         !matches!(self, MatchArg::Positional(_))
+    }
+}
+
+impl Serialize for EventExpr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.render())
+    }
+}
+
+impl<'de> Deserialize<'de> for EventExpr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<EventExpr, D::Error> {
+        let text = String::deserialize(d)?;
+        let job = crate::parse_job(format!("start on {text}\n").as_bytes())
+            .map_err(|e| serde::de::Error::custom(format!("event expression {text:?}: {e}")))?;
+        job.start_on
+            .ok_or_else(|| serde::de::Error::custom("empty event expression"))
     }
 }
 
@@ -153,4 +172,26 @@ pub(crate) fn quote_operand(token: &str) -> String {
         return format!("\"{token}\"");
     }
     crate::render::quote_token(token, b"()")
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{MAX_EXPR_DEPTH, parse_job};
+
+    #[test]
+    fn serde_form_is_the_text_and_survives_any_accepted_depth() {
+        let mut text = "e0".to_string();
+        for i in 1..MAX_EXPR_DEPTH {
+            text = format!("({text} or e{i})");
+        }
+        let job = parse_job(format!("start on {text}\n").as_bytes()).unwrap();
+        let json = serde_json::to_string(&job).unwrap();
+        let back: crate::JobConf = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, job);
+        let small = parse_job(b"start on a X=\"1 2\" and (b or c)\n").unwrap();
+        assert_eq!(
+            serde_json::to_value(&small.start_on).unwrap(),
+            "(a \"X=1 2\" and (b or c))"
+        );
+    }
 }
