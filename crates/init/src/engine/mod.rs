@@ -361,6 +361,10 @@ pub struct Instance {
     /// `UPSTART_*` variables).
     pub env: Vec<String>,
     pub start_env: Option<Vec<String>>,
+    /// The variables the last start request or starting events brought
+    /// (spec §1.6 level 3), kept to rebuild `env` when the job changed.
+    #[serde(default)]
+    pub start_args: Vec<String>,
     pub stop_env: Option<Vec<String>>,
     pub stop_on: Option<OperatorTree>,
     /// Process slots in [`ProcessKind::ALL`] order.
@@ -388,6 +392,10 @@ impl Instance {
         }
     }
 }
+
+/// A start environment: the complete one, and the request's own variables
+/// in it.
+type StartEnv = (Vec<String>, Vec<String>);
 
 /// What a deadline is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -641,11 +649,11 @@ impl Engine {
     fn load_job(&mut self, name: String, conf: JobConf) {
         let tree = conf.start_on.as_ref().map(OperatorTree::new);
         let conf = Arc::new(conf);
-        let old_tree = match self.classes.get_mut(&name) {
+        let (changed, old_tree) = match self.classes.get_mut(&name) {
             Some(class) => {
                 class.conf = conf;
                 class.removed = false;
-                std::mem::replace(&mut class.start_on, tree.clone())
+                (true, std::mem::replace(&mut class.start_on, tree.clone()))
             }
             None => {
                 self.classes.insert(
@@ -658,7 +666,7 @@ impl Engine {
                     },
                 );
                 self.signal(BusSignal::JobAdded(name.clone()));
-                None
+                (false, None)
             }
         };
         if let Some(mut old) = old_tree {
@@ -666,6 +674,9 @@ impl Engine {
             for id in old.reset() {
                 self.unblock(id);
             }
+        }
+        // Every change is announced, not only one of a job with `start on`.
+        if changed {
             self.log(
                 LogLevel::Info,
                 format!("{name}: configuration changed; it applies from the next start"),
@@ -728,9 +739,11 @@ impl Engine {
         }
     }
 
-    fn live_class(&self, job: &str) -> Result<&Class, EngineError> {
+    /// The class of a request; a removed one (still there while it has
+    /// instances) only when `removed_ok`.
+    fn live_class(&self, job: &str, removed_ok: bool) -> Result<&Class, EngineError> {
         match self.classes.get(job) {
-            Some(c) if !c.removed => Ok(c),
+            Some(c) if removed_ok || !c.removed => Ok(c),
             _ => Err(EngineError::new(
                 ErrorKind::UnknownJob,
                 format!("Unknown job: {job}"),
@@ -740,9 +753,14 @@ impl Engine {
 
     /// The instance name a request's environment selects, and that
     /// environment on top of the job's.
-    fn instance_for(&self, job: &str, args: &[String]) -> Result<(String, Vec<String>), EngineError> {
+    fn instance_for(
+        &self,
+        job: &str,
+        args: &[String],
+        removed_ok: bool,
+    ) -> Result<(String, Vec<String>), EngineError> {
         Self::check_env(args)?;
-        let class = self.live_class(job)?;
+        let class = self.live_class(job, removed_ok)?;
         let mut env = self.class_environment(&class.conf);
         for a in args {
             env_set(&mut env, a);
@@ -765,17 +783,20 @@ impl Engine {
         args: Vec<String>,
         by: Option<Request>,
     ) -> Result<Answer, EngineError> {
-        let (name, env) = self.instance_for(job, &args)?;
+        let (name, env) = self.instance_for(job, &args, false)?;
         let key = InstanceKey::new(job, name);
         if self.instance(&key).is_none() {
             self.new_instance(&key);
         }
-        self.start_instance(&key, Some(env), by)?;
+        self.start_instance(&key, Some((env, args)), by)?;
         Ok(Answer::Instance(key))
     }
 
     fn stop_job(&mut self, job: &str, args: Vec<String>, by: Option<Request>) -> Result<Answer, EngineError> {
-        let (name, _) = self.instance_for(job, &args)?;
+        // A removed job's class stays until its instances are gone (spec
+        // §1.9, waiting); `stop JOB` must still reach them, else a deleted
+        // job file leaves a service nobody can stop by name.
+        let (name, _) = self.instance_for(job, &args, true)?;
         let key = InstanceKey::new(job, name);
         self.stop_instance(&key, Some(args), by)?;
         Ok(Answer::Done)
@@ -787,9 +808,9 @@ impl Engine {
         args: Vec<String>,
         by: Option<Request>,
     ) -> Result<Answer, EngineError> {
-        let (name, env) = self.instance_for(job, &args)?;
+        let (name, env) = self.instance_for(job, &args, false)?;
         let key = InstanceKey::new(job, name);
-        self.restart_instance(&key, Some(env), by)?;
+        self.restart_instance(&key, Some((env, args)), by)?;
         Ok(Answer::Instance(key))
     }
 
@@ -803,7 +824,7 @@ impl Engine {
     fn start_instance(
         &mut self,
         key: &InstanceKey,
-        env: Option<Vec<String>>,
+        env: Option<StartEnv>,
         by: Option<Request>,
     ) -> Result<(), EngineError> {
         let inst = self.instance(key).ok_or_else(|| Self::unknown_instance(key))?;
@@ -813,8 +834,10 @@ impl Engine {
                 format!("Job is already running: {}", key.display()),
             ));
         }
-        if let Some(env) = env {
-            self.inst_mut(key).start_env = Some(env);
+        if let Some((env, args)) = env {
+            let inst = self.inst_mut(key);
+            inst.start_env = Some(env);
+            inst.start_args = args;
         }
         self.job_finished(key, false);
         self.wait_on(key, by, WaitKind::Start);
@@ -847,7 +870,7 @@ impl Engine {
     fn restart_instance(
         &mut self,
         key: &InstanceKey,
-        env: Option<Vec<String>>,
+        env: Option<StartEnv>,
         by: Option<Request>,
     ) -> Result<(), EngineError> {
         let inst = self.instance(key).ok_or_else(|| Self::unknown_instance(key))?;
@@ -857,8 +880,10 @@ impl Engine {
                 format!("Job has already been stopped: {}", key.display()),
             ));
         }
-        if let Some(env) = env {
-            self.inst_mut(key).start_env = Some(env);
+        if let Some((env, args)) = env {
+            let inst = self.inst_mut(key);
+            inst.start_env = Some(env);
+            inst.start_args = args;
         }
         self.job_finished(key, false);
         self.wait_on(key, by, WaitKind::Restart);
@@ -1051,10 +1076,22 @@ impl Engine {
             return;
         };
         let current = class.conf.clone();
+        let changed = self
+            .instance(key)
+            .is_some_and(|i| !Arc::ptr_eq(&i.conf, &current));
+        // A changed job's `env` stanzas (and the global table) apply too,
+        // under the request's own variables, also on respawn and
+        // Instance.Restart, which keep the environment (module doc).
+        let fresh = changed.then(|| self.class_environment(&current));
         let inst = self.inst_mut(key);
-        let changed = !Arc::ptr_eq(&inst.conf, &current);
         inst.conf = current.clone();
-        if let Some(env) = inst.start_env.take() {
+        let start_env = inst.start_env.take();
+        if let Some(mut env) = fresh {
+            for a in &inst.start_args {
+                env_set(&mut env, a);
+            }
+            inst.env = env;
+        } else if let Some(env) = start_env {
             inst.env = env;
         }
         inst.stop_env = None;
@@ -1136,7 +1173,7 @@ impl Engine {
         }
         // Anything still blocked on it is released (it settled).
         for b in std::mem::take(&mut inst.blocking) {
-            self.release(b, false);
+            self.release(key, b, false);
         }
         self.signal(BusSignal::InstanceRemoved(key.clone()));
         self.drop_class_if_unused(&key.job);
@@ -1405,11 +1442,12 @@ impl Engine {
             return;
         };
         for b in std::mem::take(&mut inst.blocking) {
-            self.release(b, failed);
+            self.release(key, b, failed);
         }
     }
 
-    fn release(&mut self, b: Blocked, failed: bool) {
+    /// Lets go of one thing blocked on the instance `key`.
+    fn release(&mut self, key: &InstanceKey, b: Blocked, failed: bool) {
         match b {
             Blocked::Event(id) => {
                 if failed && let Some(ev) = self.events.get_mut(&id) {
@@ -1426,6 +1464,11 @@ impl Engine {
                         WaitKind::Emit => "Event failed",
                     };
                     Err(EngineError::new(ErrorKind::JobFailed, msg))
+                } else if matches!(kind, WaitKind::Start | WaitKind::Restart) {
+                    // Job.Start and Job.Restart return the instance whether
+                    // or not they wait (spec §3.3, `(as env, b wait) → (o
+                    // instance)`); the Instance methods ignore it.
+                    Ok(Answer::Instance(key.clone()))
                 } else {
                     Ok(Answer::Done)
                 };
@@ -1751,8 +1794,9 @@ impl Engine {
             return;
         }
         let mut start_env = self.class_environment(&conf);
-        for e in self.events_environment(&events, "UPSTART_EVENTS") {
-            env_set(&mut start_env, &e);
+        let start_args = self.events_environment(&events, "UPSTART_EVENTS");
+        for e in &start_args {
+            env_set(&mut start_env, e);
         }
         match expand(&conf.instance, &start_env) {
             Err(e) => self.log(LogLevel::Warn, format!("Failed to obtain {job} instance: {e}")),
@@ -1762,7 +1806,9 @@ impl Engine {
                     self.new_instance(&key);
                 }
                 if self.instance(&key).is_some_and(|i| i.goal == Goal::Stop) {
-                    self.inst_mut(&key).start_env = Some(start_env);
+                    let inst = self.inst_mut(&key);
+                    inst.start_env = Some(start_env);
+                    inst.start_args = start_args;
                     self.job_finished(&key, false);
                     for e in &events {
                         self.block(*e);
@@ -1837,6 +1883,7 @@ impl Instance {
             state: State::Waiting,
             env: Vec::new(),
             start_env: None,
+            start_args: Vec::new(),
             stop_env: None,
             stop_on: None,
             slots: [Slot::Empty; 5],
