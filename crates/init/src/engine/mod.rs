@@ -166,6 +166,14 @@ pub enum Input {
         key: InstanceKey,
         pid: Pid,
     },
+    /// The main process is now `pid`, without leaving its state: a fork
+    /// followed while tracing `expect fork|daemon`, or a live process of the
+    /// job adopted when the tracked one ended. The old pid's exit is then no
+    /// longer the job's.
+    MainPid {
+        key: InstanceKey,
+        pid: Pid,
+    },
     /// A child was reaped.
     Exited {
         pid: Pid,
@@ -592,6 +600,7 @@ impl Engine {
             Input::Spawned { key, process, pid } => self.spawned(&key, process, pid),
             Input::SpawnFailed { key, process, error } => self.spawn_failed(&key, process, &error),
             Input::Ready { key, pid } => self.ready(&key, pid),
+            Input::MainPid { key, pid } => self.main_pid(&key, pid),
             Input::Exited { pid, status } => self.exited(pid, status),
             Input::Tick => self.fire_timers(),
             Input::SetRespawn(on) => self.respawn_enabled = on,
@@ -977,9 +986,13 @@ impl Engine {
         self.log(LogLevel::Info, msg);
         self.inst_mut(key).goal = goal;
         self.signal(BusSignal::GoalChanged(key.clone(), goal));
+        // A stop while waiting for `expect` does not wait for it: the main
+        // process is killed on the way through `stopping`.
+        let expecting = state == State::Spawned && goal == Goal::Stop;
         if kick
             && ((state == State::Waiting && goal == Goal::Start)
-                || (state == State::Running && goal == Goal::Stop))
+                || (state == State::Running && goal == Goal::Stop)
+                || expecting)
         {
             self.advance(key);
         }
@@ -1286,19 +1299,25 @@ impl Engine {
         if inst.state != State::Spawned {
             return;
         }
-        if let Slot::Alive(old) = inst.slots[0]
-            && old != pid
-        {
-            self.pids.remove(&old);
-            self.log(
-                LogLevel::Info,
-                format!("{} main process is now {pid} (was {old})", key.display()),
-            );
-        }
-        self.inst_mut(key).slots[0] = Slot::Alive(pid);
-        self.pids.insert(pid, (key.clone(), ProcessKind::Main));
+        self.main_pid(key, pid);
         self.disarm(key, Timer::Process(ProcessKind::Main));
         self.advance(key);
+    }
+
+    /// Switches the tracked main pid of a live main process.
+    fn main_pid(&mut self, key: &InstanceKey, pid: Pid) {
+        let Some(inst) = self.instance(key) else { return };
+        let Slot::Alive(old) = inst.slots[0] else { return };
+        if old == pid {
+            return;
+        }
+        self.pids.remove(&old);
+        self.log(
+            LogLevel::Info,
+            format!("{} main process is now {pid} (was {old})", key.display()),
+        );
+        self.inst_mut(key).slots[0] = Slot::Alive(pid);
+        self.pids.insert(pid, (key.clone(), ProcessKind::Main));
     }
 
     fn exited(&mut self, pid: Pid, status: ExitStatus) {
