@@ -2746,11 +2746,21 @@ fn main_pid_follows_a_fork_and_the_parent_exit_is_ignored() {
     sim.load("d", "expect fork\nexec /bin/d\n");
     sim.start("d", &[], false);
     sim.take_trace();
-    sim.feed(Input::MainPid { key: key("d", ""), pid: 200 });
+    sim.feed(Input::MainPid {
+        key: key("d", ""),
+        pid: 200,
+    });
     assert_eq!(sim.state("d", ""), Some(State::Spawned));
     sim.exit_pid(100, Exited(0));
-    assert_eq!(sim.state("d", ""), Some(State::Spawned), "the parent's exit is not the job's");
-    sim.feed(Input::Ready { key: key("d", ""), pid: 200 });
+    assert_eq!(
+        sim.state("d", ""),
+        Some(State::Spawned),
+        "the parent's exit is not the job's"
+    );
+    sim.feed(Input::Ready {
+        key: key("d", ""),
+        pid: 200,
+    });
     assert_eq!(sim.state("d", ""), Some(State::Running));
     assert_eq!(sim.pid("d", "", Main), Some(200));
     sim.exit_pid(200, Exited(0));
