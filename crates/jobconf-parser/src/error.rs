@@ -4,7 +4,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// What went wrong. The `Display` text is Upstart's message, word for word,
-/// except for [`ErrorKind::TooDeep`], which Upstart does not have.
+/// except for [`ErrorKind::TooDeep`] and [`ErrorKind::NulByte`], which
+/// Upstart does not have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorKind {
     ExpectedToken,
@@ -28,6 +29,9 @@ pub enum ErrorKind {
     /// An event expression nested deeper than [`crate::MAX_EXPR_DEPTH`]
     /// (upshot's own limit, so that no input can exhaust the stack).
     TooDeep,
+    /// A NUL byte: a job file is text (upshot's own error; Upstart cut
+    /// words at a NUL as C strings end there, with odd results).
+    NulByte,
 }
 
 impl ErrorKind {
@@ -53,6 +57,7 @@ impl ErrorKind {
             ErrorKind::ExpectedVariable => "Expected variable name before value",
             ErrorKind::MismatchedParens => "Mismatched parentheses",
             ErrorKind::TooDeep => "Event expression nested too deeply",
+            ErrorKind::NulByte => "NUL byte in job file",
         }
     }
 }

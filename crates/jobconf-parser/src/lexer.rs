@@ -7,9 +7,8 @@
 //! blocks) are part of the language. It is a state machine over bytes, which
 //! is why it is written out rather than composed from parser combinators.
 //!
-//! C's `strchr(set, c)` is true for `c == '\0'`, so a NUL byte counts as
-//! whitespace, as a delimiter and as an end of line wherever libnih tests a
-//! set; [`in_set`] keeps that.
+//! Text with a NUL byte never gets here: the parser rejects it first (a
+//! job file is text; libnih's C strings made a NUL cut words short).
 //!
 //! One deliberate difference: libnih copies a backslash that escapes an
 //! ordinary character (`\x`, which keeps its backslash) *before* the
@@ -32,10 +31,10 @@ pub(crate) const PAREN_CNLWS: &[u8] = b"() \t\r#\n";
 pub(crate) type Fail = (ErrorKind, usize);
 pub(crate) type Res<T> = Result<T, Fail>;
 
-/// `strchr(set, c) != NULL`, including C's match of the terminating NUL.
+/// `strchr(set, c) != NULL` for the non-NUL bytes the lexer sees.
 #[inline]
 pub(crate) fn in_set(set: &[u8], c: u8) -> bool {
-    c == 0 || set.contains(&c)
+    set.contains(&c)
 }
 
 /// A position in a job file's text.
@@ -225,7 +224,7 @@ impl<'a> Lexer<'a> {
             return Err((ErrorKind::ExpectedToken, self.pos));
         }
         self.skip_whitespace();
-        Ok(c_string(tok.text))
+        Ok(bytes_to_string(tok.text))
     }
 
     /// `nih_config_next_arg`: a dequoted argument.
@@ -250,7 +249,7 @@ impl<'a> Lexer<'a> {
     pub fn parse_command(&mut self) -> Res<String> {
         let tok = self.token(CNL, false)?;
         self.next_line();
-        Ok(c_string(tok.text))
+        Ok(bytes_to_string(tok.text))
     }
 
     /// `nih_config_parse_block`: the lines up to `end TYPE`, with the leading
@@ -296,9 +295,7 @@ impl<'a> Lexer<'a> {
                 .iter()
                 .position(|&c| c == b'\n')
                 .map_or(block_end, |i| pp + i + 1);
-            // `strncat` stops at a NUL, dropping the rest of that line.
-            let line = &t[pp..nl];
-            out.extend_from_slice(line.split(|&c| c == 0).next().unwrap_or(line));
+            out.extend_from_slice(&t[pp..nl]);
             pp = nl;
         }
         Ok(bytes_to_string(out))
@@ -316,7 +313,7 @@ impl<'a> Lexer<'a> {
         if t.len() - p < 4 || &t[p..p + 3] != b"end" {
             return None;
         }
-        if t[p + 3] != 0 && !in_set(WS, t[p + 3]) {
+        if !in_set(WS, t[p + 3]) {
             return None;
         }
         p += 3;
@@ -346,14 +343,6 @@ impl<'a> Lexer<'a> {
         self.pos = p;
         Some(end)
     }
-}
-
-/// A token as the C string libnih would hold: cut at the first NUL.
-fn c_string(mut bytes: Vec<u8>) -> String {
-    if let Some(nul) = bytes.iter().position(|&c| c == 0) {
-        bytes.truncate(nul);
-    }
-    bytes_to_string(bytes)
 }
 
 /// Job files are text; bytes that are not UTF-8 are replaced (U+FFFD) rather

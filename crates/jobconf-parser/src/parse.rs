@@ -34,6 +34,9 @@ pub fn parse_job(text: &[u8]) -> Result<JobConf, ParseError> {
 /// part of the text: callers wanting all-or-nothing parse into a copy (see
 /// [`crate::apply_override`]).
 pub fn parse_into(job: &mut JobConf, text: &[u8]) -> Result<(), ParseError> {
+    if let Some(nul) = text.iter().position(|&b| b == 0) {
+        return Err(ParseError::at(text, nul, ErrorKind::NulByte));
+    }
     let mut lx = Lexer::new(text);
     parse_file(job, &mut lx).map_err(|(kind, offset)| ParseError::at(text, offset, kind))
 }
