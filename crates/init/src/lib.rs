@@ -2,12 +2,16 @@
 //!
 //! - [`engine`]: the pure job and event state machine (no I/O, no clock).
 //! - [`kill`]: finding and signalling every process of an instance.
+//! - [`joblog`]: `console log` output into per-job log files.
+//! - [`conf`]: conf dirs, overrides and inotify.
 //! - [`session`], [`logging`]: session-init duties and the daemon's own log.
 //!
 //! Control over D-Bus and PID 1 duties come with their issues; see
 //! `shared/design.md`.
 
+pub mod conf;
 pub mod engine;
+pub mod joblog;
 pub mod kill;
 pub mod logging;
 pub mod session;
