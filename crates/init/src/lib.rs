@@ -1,6 +1,7 @@
 //! upshot's `init`: the library behind the daemon binary.
 //!
 //! - [`engine`]: the pure job and event state machine (no I/O, no clock).
+//! - [`spawn`]: starting job processes with their whole setup.
 //! - [`kill`]: finding and signalling every process of an instance.
 //! - [`joblog`]: `console log` output into per-job log files.
 //! - [`conf`]: conf dirs, overrides and inotify.
@@ -15,3 +16,4 @@ pub mod joblog;
 pub mod kill;
 pub mod logging;
 pub mod session;
+pub mod spawn;
