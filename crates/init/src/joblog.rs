@@ -92,6 +92,8 @@ const READ_CHUNK: usize = 64 * 1024;
 /// Bytes read from one master per `on_readable` call, so that one chatty job cannot starve the
 /// main loop; poll is level-triggered and reports the rest at once.
 const READ_BUDGET: usize = 1 << 20;
+/// How many read budgets [`JobLogs::drain`] spends on one stream.
+const DRAIN_BUDGETS: usize = 16;
 /// How far past the cut we look for a newline when dropping buffered output.
 const DROP_ALIGN: usize = 4096;
 
@@ -233,11 +235,12 @@ impl JobLogs {
     }
 
     /// Called when `fd` is readable (or has POLLHUP/POLLERR): read everything available,
-    /// write it out; EIO or EOF ends that stream (drop it after draining).
-    pub fn on_readable(&mut self, fd: RawFd) {
+    /// write it out; EIO or EOF ends that stream (drop it after draining).  Returns `true` if
+    /// it stopped at the per-call budget with the stream still open (more may be waiting).
+    pub fn on_readable(&mut self, fd: RawFd) -> bool {
         let Some(stream) = self.streams.get(&fd) else {
             tracing::debug!(fd, "on_readable for an fd that is not a log stream");
-            return;
+            return false;
         };
         let log = self.logs.entry(stream.log.clone()).or_insert_with(|| {
             let mut log = Log::new(stream.log.clone());
@@ -270,6 +273,21 @@ impl JobLogs {
                 log.streams = log.streams.saturating_sub(1);
             }
             self.collect(&stream.log);
+        }
+        !ended && total >= READ_BUDGET
+    }
+
+    /// Reads what every stream holds right now, without waiting for more (the daemon is
+    /// exiting: output a job wrote just before it ended must not be lost).  At most
+    /// `DRAIN_BUDGETS` budgets per stream, so a writer that outlives its job cannot hold the
+    /// daemon up.
+    pub fn drain(&mut self) {
+        for fd in self.fds() {
+            for _ in 0..DRAIN_BUDGETS {
+                if !self.on_readable(fd) {
+                    break;
+                }
+            }
         }
     }
 

@@ -1,6 +1,8 @@
 //! upshot's `init`: the library behind the daemon binary.
 //!
 //! - [`engine`]: the pure job and event state machine (no I/O, no clock).
+//! - [`daemon`]: the main loop that drives it: signals, timers, reaping.
+//! - [`ptrace`]: following the forks of `expect fork|daemon`, `expect stop`.
 //! - [`spawn`]: starting job processes with their whole setup.
 //! - [`kill`]: finding and signalling every process of an instance.
 //! - [`joblog`]: `console log` output into per-job log files.
@@ -11,9 +13,11 @@
 //! `shared/design.md`.
 
 pub mod conf;
+pub mod daemon;
 pub mod engine;
 pub mod joblog;
 pub mod kill;
 pub mod logging;
+pub mod ptrace;
 pub mod session;
 pub mod spawn;

@@ -42,6 +42,7 @@ pub fn init(level: LevelFilter) -> Sink {
     }
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .without_time()
         .with_filter(level);

@@ -164,8 +164,22 @@ fn missing_path_is_an_error_naming_it() {
 }
 
 #[test]
-fn without_check_it_is_a_usage_error() {
+fn paths_without_check_are_a_usage_error() {
     let o = init(&[&"/etc/init"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--check"), "{}", stderr(&o));
+}
+
+#[test]
+fn check_without_paths_is_a_usage_error() {
+    let o = init(&[&"--check"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("PATH"), "{}", stderr(&o));
+}
+
+#[test]
+fn not_pid_1_and_not_user_says_what_to_do() {
+    let o = init(&[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--user"), "{}", stderr(&o));
 }

@@ -363,6 +363,9 @@ impl Slot {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Instance {
     pub conf: Arc<JobConf>,
+    /// The [`Class::generation`] of `conf`.
+    #[serde(default)]
+    pub generation: u64,
     pub goal: Goal,
     pub state: State,
     /// The environment its processes get (before the stop env and the
@@ -419,6 +422,11 @@ pub enum Timer {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Class {
     pub conf: Arc<JobConf>,
+    /// Which load of the job's file `conf` is (instances compare it to
+    /// know whether the definition changed; a pointer would not survive
+    /// serialisation).
+    #[serde(default)]
+    pub generation: u64,
     pub start_on: Option<OperatorTree>,
     pub instances: BTreeMap<String, Instance>,
     /// Its file is gone; it disappears with its last instance.
@@ -446,6 +454,9 @@ pub struct Engine {
     pending: VecDeque<EventId>,
     finishable: BTreeSet<EventId>,
     next_event: u64,
+    /// The next [`Class::generation`].
+    #[serde(default)]
+    next_generation: u64,
     pids: BTreeMap<Pid, (InstanceKey, ProcessKind)>,
     timers: BTreeSet<(Time, InstanceKey, Timer)>,
     /// Event name → classes whose `start on` or instances' `stop on`
@@ -486,6 +497,7 @@ impl Engine {
             pending: VecDeque::new(),
             finishable: BTreeSet::new(),
             next_event: 1,
+            next_generation: 1,
             pids: BTreeMap::new(),
             timers: BTreeSet::new(),
             index: HashMap::new(),
@@ -658,9 +670,12 @@ impl Engine {
     fn load_job(&mut self, name: String, conf: JobConf) {
         let tree = conf.start_on.as_ref().map(OperatorTree::new);
         let conf = Arc::new(conf);
+        let generation = self.next_generation;
+        self.next_generation += 1;
         let (changed, old_tree) = match self.classes.get_mut(&name) {
             Some(class) => {
                 class.conf = conf;
+                class.generation = generation;
                 class.removed = false;
                 (true, std::mem::replace(&mut class.start_on, tree.clone()))
             }
@@ -669,6 +684,7 @@ impl Engine {
                     name.clone(),
                     Class {
                         conf,
+                        generation,
                         start_on: tree.clone(),
                         instances: BTreeMap::new(),
                         removed: false,
@@ -946,6 +962,7 @@ impl Engine {
     fn inst_mut(&mut self, key: &InstanceKey) -> &mut Instance {
         let class = self.classes.entry(key.job.clone()).or_insert_with(|| Class {
             conf: Arc::new(JobConf::default()),
+            generation: 0,
             start_on: None,
             instances: BTreeMap::new(),
             removed: true,
@@ -954,14 +971,14 @@ impl Engine {
         class
             .instances
             .entry(key.instance.clone())
-            .or_insert_with(|| Instance::new(conf))
+            .or_insert_with(|| Instance::new(conf, 0))
     }
 
     fn new_instance(&mut self, key: &InstanceKey) {
         let Some(class) = self.classes.get_mut(&key.job) else {
             return;
         };
-        let mut inst = Instance::new(class.conf.clone());
+        let mut inst = Instance::new(class.conf.clone(), class.generation);
         inst.stop_on = class.conf.stop_on.as_ref().map(OperatorTree::new);
         let tree = inst.stop_on.clone();
         class.instances.insert(key.instance.clone(), inst);
@@ -1089,15 +1106,15 @@ impl Engine {
             return;
         };
         let current = class.conf.clone();
-        let changed = self
-            .instance(key)
-            .is_some_and(|i| !Arc::ptr_eq(&i.conf, &current));
+        let generation = class.generation;
+        let changed = self.instance(key).is_some_and(|i| i.generation != generation);
         // A changed job's `env` stanzas (and the global table) apply too,
         // under the request's own variables, also on respawn and
         // Instance.Restart, which keep the environment (module doc).
         let fresh = changed.then(|| self.class_environment(&current));
         let inst = self.inst_mut(key);
         inst.conf = current.clone();
+        inst.generation = generation;
         let start_env = inst.start_env.take();
         if let Some(mut env) = fresh {
             for a in &inst.start_args {
@@ -1291,7 +1308,19 @@ impl Engine {
             self.job_failed(key, FailedAt::Process(kind), -1);
             self.change_goal(key, Goal::Stop, false);
         }
-        self.advance(key);
+        // Move on only if the state was waiting for this process (a main
+        // process failing while `stopping` waits for the event instead).
+        let state = self.instance(key).map(|i| i.state);
+        let waited = match kind {
+            ProcessKind::Main => matches!(state, Some(State::Spawned | State::Killed)),
+            ProcessKind::PreStart => state == Some(State::PreStart),
+            ProcessKind::PostStart => state == Some(State::PostStart),
+            ProcessKind::PreStop => state == Some(State::PreStop),
+            ProcessKind::PostStop => state == Some(State::PostStop),
+        };
+        if waited {
+            self.advance(key);
+        }
     }
 
     fn ready(&mut self, key: &InstanceKey, pid: Pid) {
@@ -1895,9 +1924,10 @@ impl Engine {
 }
 
 impl Instance {
-    fn new(conf: Arc<JobConf>) -> Instance {
+    fn new(conf: Arc<JobConf>, generation: u64) -> Instance {
         Instance {
             conf,
+            generation,
             goal: Goal::Stop,
             state: State::Waiting,
             env: Vec::new(),

@@ -1,0 +1,653 @@
+//! The main loop (design layer 3): one thread, one `poll(2)` over a
+//! signalfd, a timerfd armed for the earliest deadline, the conf dirs'
+//! inotify fd, the job log ptys and the pipes feeding scripts. Each wake-up
+//! turns what happened into engine inputs and carries out the effects; an
+//! idle daemon sleeps in `poll` with no timeout, so it makes no context
+//! switches.
+//!
+//! Only this loop reaps children (`waitpid(-1, WNOHANG|__WALL|WUNTRACED)`),
+//! offering every status to the `expect` tracker first.
+//!
+//! Stopping an instance kills its whole tree: the engine sends the kill
+//! signal to the main process; here it goes to the main process's group,
+//! its descendants, and the orphans carrying the instance's `UPSTART_JOB`/
+//! `UPSTART_INSTANCE` that were re-parented to us (we are a subreaper or
+//! PID 1), so `setsid` and double forks do not escape. Whatever of that tree
+//! is still alive `kill timeout` later gets SIGKILL (a sweep), even when the
+//! main process itself ended early.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use jobconf_parser::{Console, Expect, ProcessKind};
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal as NixSignal, sigprocmask};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::time::TimeSpec;
+use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
+
+use crate::conf::{ConfChange, ConfSources};
+use crate::engine::{
+    BusSignal, Effect, Engine, EngineConfig, ExitStatus, Input, InstanceKey, LogLevel, Request, Spawn, State,
+    Time,
+};
+use crate::joblog::JobLogs;
+use crate::kill;
+use crate::ptrace::{Traced, Tracker};
+use crate::spawn::{ScriptFeed, SpawnPlan, spawn};
+
+/// How the daemon runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// A session init (`--user`): subreaper, session file, SIGTERM ends it.
+    pub user: bool,
+    pub conf_dirs: Vec<PathBuf>,
+    /// Job logs; `None` with `--no-log` (then `console log` means `none`).
+    pub log_dir: Option<PathBuf>,
+    pub default_console: Console,
+    /// The event emitted once the configuration is loaded, if any.
+    pub startup_event: Option<String>,
+    /// The global job environment table.
+    pub global_env: Vec<String>,
+    /// init's own environment (for `env KEY` without a value).
+    pub process_env: Vec<String>,
+    /// Set last in every job process (a session init's `UPSTART_SESSION`).
+    pub final_env: Vec<String>,
+    /// Written once running, removed at exit.
+    pub session_file: Option<(PathBuf, String)>,
+}
+
+const MICROS: u64 = 1_000_000;
+
+/// A pending SIGKILL for what is left of an instance's tree.
+#[derive(Debug, Clone)]
+struct Sweep {
+    at: Time,
+    key: InstanceKey,
+    root: i32,
+    cutoff: u64,
+}
+
+struct Daemon {
+    opts: Options,
+    engine: Engine,
+    start: Instant,
+    me: i32,
+    conf: ConfSources,
+    logs: Option<JobLogs>,
+    tracker: Tracker<InstanceKey>,
+    scripts: Vec<ScriptFeed>,
+    sweeps: Vec<Sweep>,
+    signals: SignalFd,
+    timer: TimerFd,
+    /// Session shutdown in progress: exit when no instance is left, or at
+    /// this time.
+    shutdown: Option<Time>,
+    exit: Option<i32>,
+    next_reply: u64,
+    /// When each live main process was spawned (clock ticks), for adoption.
+    main_started: BTreeMap<InstanceKey, u64>,
+}
+
+/// Signals the loop takes through its signalfd.
+fn handled_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in [
+        NixSignal::SIGCHLD,
+        NixSignal::SIGHUP,
+        NixSignal::SIGTERM,
+        NixSignal::SIGINT,
+        NixSignal::SIGUSR1,
+    ] {
+        set.add(s);
+    }
+    set
+}
+
+/// Runs the daemon until it is asked to end; returns the exit status.
+pub fn run(opts: Options) -> i32 {
+    match Daemon::new(opts) {
+        Ok(mut d) => d.main_loop(),
+        Err(e) => {
+            tracing::error!("unable to start: {e}");
+            1
+        }
+    }
+}
+
+impl Daemon {
+    fn new(opts: Options) -> Result<Daemon, Errno> {
+        if opts.user {
+            if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+                tracing::warn!("Unable to register as subreaper: {e}");
+            }
+            report_capabilities();
+        }
+        let mask = handled_signals();
+        sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)?;
+        let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+        let timer = TimerFd::new(
+            ClockId::CLOCK_MONOTONIC,
+            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+        )?;
+        let config = EngineConfig {
+            global_env: opts.global_env.clone(),
+            process_env: opts.process_env.clone(),
+            final_env: opts.final_env.clone(),
+            ..EngineConfig::default()
+        };
+        let logs = opts.log_dir.clone().map(|dir| {
+            let logs = JobLogs::new(dir);
+            if opts.user { logs.with_mode(0o600) } else { logs }
+        });
+        Ok(Daemon {
+            conf: ConfSources::new(opts.conf_dirs.clone()),
+            opts,
+            engine: Engine::new(config),
+            start: Instant::now(),
+            me: kill::daemon_pid(),
+            logs,
+            tracker: Tracker::new(),
+            scripts: Vec::new(),
+            sweeps: Vec::new(),
+            signals,
+            timer,
+            shutdown: None,
+            exit: None,
+            next_reply: 1,
+            main_started: BTreeMap::new(),
+        })
+    }
+
+    fn now(&self) -> Time {
+        self.start.elapsed().as_micros() as Time
+    }
+
+    fn main_loop(&mut self) -> i32 {
+        for change in self.conf.rescan() {
+            self.conf_change(change);
+        }
+        if let Some((path, address)) = &self.opts.session_file
+            && let Err(e) = crate::session::write_session_file(path, address)
+        {
+            tracing::warn!("unable to write session file {}: {e}", path.display());
+        }
+        if let Some(name) = self.opts.startup_event.clone() {
+            self.feed(Input::Emit {
+                name,
+                env: Vec::new(),
+                by: None,
+            });
+        }
+        while self.exit.is_none() {
+            self.arm_timer();
+            self.wait_and_dispatch();
+            self.check_shutdown();
+        }
+        // What the last processes wrote before they ended is still in their
+        // ptys: read it before the log files are flushed and closed.
+        if let Some(logs) = self.logs.as_mut() {
+            logs.drain();
+        }
+        if let Some((path, _)) = &self.opts.session_file {
+            let _ = std::fs::remove_file(path);
+        }
+        self.exit.unwrap_or(0)
+    }
+
+    /// One `poll` and the work it reports.
+    fn wait_and_dispatch(&mut self) {
+        let log_fds: Vec<i32> = self.logs.as_ref().map(|l| l.fds()).unwrap_or_default();
+        let script_fds: Vec<i32> = self.scripts.iter().map(|s| s.fd.as_raw_fd()).collect();
+        let mut inot = false;
+        let mut ready_logs = Vec::new();
+        let mut ready_scripts = Vec::new();
+        let (sig, tim) = {
+            let mut fds = vec![
+                PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
+                PollFd::new(self.timer.as_fd(), PollFlags::POLLIN),
+            ];
+            let conf_fd = self.conf.fd();
+            if let Some(fd) = conf_fd {
+                fds.push(PollFd::new(fd, PollFlags::POLLIN));
+            }
+            let base = fds.len();
+            // SAFETY: these fds are owned by `self.logs` and `self.scripts`,
+            // which are not touched until `fds` is dropped below.
+            for &fd in &log_fds {
+                fds.push(PollFd::new(
+                    unsafe { BorrowedFd::borrow_raw(fd) },
+                    PollFlags::POLLIN,
+                ));
+            }
+            for &fd in &script_fds {
+                fds.push(PollFd::new(
+                    unsafe { BorrowedFd::borrow_raw(fd) },
+                    PollFlags::POLLOUT,
+                ));
+            }
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => {}
+                Err(Errno::EINTR) => return,
+                Err(e) => {
+                    tracing::error!("poll: {e}");
+                    return;
+                }
+            }
+            let hit = |p: &PollFd| p.revents().is_some_and(|r| !r.is_empty());
+            if conf_fd.is_some() {
+                inot = hit(&fds[2]);
+            }
+            for (i, fd) in log_fds.iter().enumerate() {
+                if hit(&fds[base + i]) {
+                    ready_logs.push(*fd);
+                }
+            }
+            for (i, fd) in script_fds.iter().enumerate() {
+                if hit(&fds[base + log_fds.len() + i]) {
+                    ready_scripts.push(*fd);
+                }
+            }
+            (hit(&fds[0]), hit(&fds[1]))
+        };
+        if let Some(logs) = self.logs.as_mut() {
+            for fd in ready_logs {
+                logs.on_readable(fd);
+            }
+        }
+        for fd in ready_scripts {
+            self.feed_script(fd);
+        }
+        if sig {
+            self.on_signals();
+        }
+        if tim {
+            let _ = self.timer.wait();
+            self.on_timer();
+        }
+        if inot {
+            for change in self.conf.on_inotify() {
+                self.conf_change(change);
+            }
+        }
+    }
+
+    fn feed_script(&mut self, fd: i32) {
+        if let Some(i) = self.scripts.iter().position(|s| s.fd.as_raw_fd() == fd) {
+            match self.scripts[i].write_some() {
+                Ok(false) => {}
+                Ok(true) | Err(_) => {
+                    self.scripts.swap_remove(i);
+                }
+            }
+        }
+    }
+
+    /// Arms the timerfd for the earliest of the engine's deadlines and the
+    /// sweeps (and the shutdown bound), or disarms it.
+    fn arm_timer(&mut self) {
+        let deadline = [
+            self.engine.next_deadline(),
+            self.sweeps.iter().map(|s| s.at).min(),
+            self.shutdown,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        match deadline {
+            Some(at) => {
+                let wait = at.saturating_sub(self.now()).max(1);
+                let spec = TimeSpec::from_duration(Duration::from_micros(wait));
+                let _ = self
+                    .timer
+                    .set(Expiration::OneShot(spec), TimerSetTimeFlags::empty());
+            }
+            None => {
+                let _ = self.timer.unset();
+            }
+        }
+    }
+
+    fn on_timer(&mut self) {
+        self.feed(Input::Tick);
+        let now = self.now();
+        let (due, rest): (Vec<Sweep>, Vec<Sweep>) = self.sweeps.drain(..).partition(|s| s.at <= now);
+        self.sweeps = rest;
+        for s in due {
+            let n = kill::signal_instance(
+                self.me,
+                Some(s.root),
+                &s.key.job,
+                &s.key.instance,
+                true,
+                s.cutoff,
+                NixSignal::SIGKILL,
+            );
+            if n > 0 {
+                tracing::warn!(
+                    "{}: {n} process(es) still alive after kill timeout; sent SIGKILL",
+                    s.key.display()
+                );
+            }
+        }
+    }
+
+    fn on_signals(&mut self) {
+        while let Ok(Some(info)) = self.signals.read_signal() {
+            match NixSignal::try_from(info.ssi_signo as i32) {
+                Ok(NixSignal::SIGCHLD) => self.reap(),
+                Ok(NixSignal::SIGHUP) => {
+                    tracing::info!("reloading configuration");
+                    for change in self.conf.rescan() {
+                        self.conf_change(change);
+                    }
+                    if let Some(logs) = self.logs.as_mut() {
+                        logs.reopen();
+                    }
+                }
+                Ok(NixSignal::SIGTERM) if self.opts.user => self.begin_shutdown(),
+                Ok(other) => tracing::debug!("ignoring {other}"),
+                Err(_) => {}
+            }
+        }
+        // A SIGCHLD may have been coalesced with another signal's wake-up.
+        self.reap();
+    }
+
+    /// Reaps every child that changed state. The raw `waitpid` is used
+    /// because nix refuses (EINVAL) statuses of stops by real-time signals,
+    /// which would leave a traced process stopped for good.
+    fn reap(&mut self) {
+        let flags = libc::WNOHANG | libc::__WALL | libc::WUNTRACED;
+        loop {
+            let mut raw: libc::c_int = 0;
+            // SAFETY: waitpid with a valid pointer to an int.
+            let pid = unsafe { libc::waitpid(-1, &mut raw, flags) };
+            if pid == 0 {
+                return;
+            }
+            if pid < 0 {
+                match Errno::last() {
+                    Errno::EINTR => continue,
+                    Errno::ECHILD => return,
+                    e => {
+                        tracing::error!("waitpid: {e}");
+                        return;
+                    }
+                }
+            }
+            let mut outs = Vec::new();
+            let consumed = self
+                .tracker
+                .on_raw_status(nix::unistd::Pid::from_raw(pid), raw, &mut outs);
+            for out in outs {
+                match out {
+                    Traced::MainPid { key, pid } => self.feed(Input::MainPid {
+                        key,
+                        pid: pid.as_raw(),
+                    }),
+                    Traced::Ready { key, pid } => self.feed(Input::Ready {
+                        key,
+                        pid: pid.as_raw(),
+                    }),
+                    Traced::Warning { key, message } => tracing::warn!("{}: {message}", key.display()),
+                }
+            }
+            if consumed {
+                continue;
+            }
+            if libc::WIFEXITED(raw) {
+                self.exited(pid, ExitStatus::Exited(libc::WEXITSTATUS(raw)));
+            } else if libc::WIFSIGNALED(raw) {
+                self.exited(pid, ExitStatus::Signaled(libc::WTERMSIG(raw)));
+            }
+        }
+    }
+
+    /// A process ended. A main process of an `expect fork|daemon` job that
+    /// exits cleanly while a process of the job that it left behind lives on
+    /// forked more often than declared: that process is adopted.
+    fn exited(&mut self, pid: i32, status: ExitStatus) {
+        if status == ExitStatus::Exited(0)
+            && let Some((key, ProcessKind::Main)) = self.engine.process_owner(pid).cloned()
+            && let Some(inst) = self.engine.instance(&key)
+            && matches!(inst.conf.expect, Expect::Fork | Expect::Daemon)
+            && inst.state == State::Running
+        {
+            let since = self.main_started.get(&key).copied().unwrap_or(0);
+            let procs = kill::scan();
+            let survivors: Vec<_> =
+                kill::instance_processes(&procs, self.me, None, &key.job, &key.instance, true, u64::MAX)
+                    .into_iter()
+                    .filter(|p| p.pid != pid && p.ppid == self.me && p.start >= since)
+                    .collect();
+            if let [only] = survivors.as_slice() {
+                tracing::warn!(
+                    "{}: main process ({pid}) exited after more forks than `expect {}` declares; adopting {}",
+                    key.display(),
+                    inst.conf.expect.name(),
+                    only.pid
+                );
+                self.feed(Input::MainPid { key, pid: only.pid });
+                return;
+            }
+        }
+        self.feed(Input::Exited { pid, status });
+    }
+
+    fn conf_change(&mut self, change: ConfChange) {
+        match change {
+            ConfChange::Load { name, conf, .. } => self.feed(Input::LoadJob { name, conf }),
+            ConfChange::Remove { name } => self.feed(Input::RemoveJob { name }),
+        }
+    }
+
+    /// Applies an input and everything it leads to.
+    fn feed(&mut self, input: Input) {
+        let mut queue = VecDeque::from([input]);
+        while let Some(input) = queue.pop_front() {
+            let effects = self.engine.step(self.now(), input);
+            for effect in effects {
+                self.execute(effect, &mut queue);
+            }
+        }
+    }
+
+    fn execute(&mut self, effect: Effect, queue: &mut VecDeque<Input>) {
+        match effect {
+            Effect::Spawn(s) => self.spawn(s, queue),
+            Effect::Kill {
+                key,
+                process,
+                pid,
+                signal,
+                tree,
+            } => self.kill(&key, process, pid, signal, tree),
+            Effect::Reply { to, result } => tracing::debug!("reply {to}: {result:?}"),
+            Effect::Signal(s) => self.bus_signal(s),
+            Effect::Log { level, message } => match level {
+                LogLevel::Debug => tracing::debug!("{message}"),
+                LogLevel::Info => tracing::info!("{message}"),
+                LogLevel::Warn => tracing::warn!("{message}"),
+                LogLevel::Error => tracing::error!("{message}"),
+            },
+        }
+    }
+
+    fn bus_signal(&mut self, s: BusSignal) {
+        match s {
+            BusSignal::StateChanged(key, state)
+                if state != State::Spawned && self.tracker.is_tracking(&key) =>
+            {
+                self.tracker.forget(&key);
+            }
+            BusSignal::InstanceRemoved(key) => {
+                self.main_started.remove(&key);
+            }
+            _ => {}
+        }
+    }
+
+    fn spawn(&mut self, s: Spawn, queue: &mut VecDeque<Input>) {
+        let mut console = s.conf.console_or(self.opts.default_console);
+        if console == Console::Log && self.logs.is_none() {
+            console = Console::None;
+        }
+        let expect = s.conf.expect;
+        let main = s.process == ProcessKind::Main;
+        let trace = main && matches!(expect, Expect::Fork | Expect::Daemon);
+        let plan = SpawnPlan {
+            job: &s.key.job,
+            instance: &s.key.instance,
+            process: s.process,
+            conf: &s.conf,
+            env: &s.env,
+            console,
+            trace,
+            cgroup_procs: None,
+            session: self.opts.user,
+        };
+        match spawn(&plan) {
+            Ok(child) => {
+                let pid = child.pid;
+                if let (Some(master), Some(logs)) = (child.log, self.logs.as_mut()) {
+                    logs.attach(&s.key.job, &s.key.instance, master);
+                }
+                if let Some(feed) = child.script {
+                    self.scripts.push(feed);
+                }
+                if main {
+                    self.main_started.insert(s.key.clone(), kill::now_ticks());
+                    match expect {
+                        Expect::Fork => self.tracker.trace(s.key.clone(), pid, 1),
+                        Expect::Daemon => self.tracker.trace(s.key.clone(), pid, 2),
+                        Expect::Stop => self.tracker.watch_stop(s.key.clone(), pid),
+                        Expect::None => {}
+                    }
+                }
+                queue.push_back(Input::Spawned {
+                    key: s.key,
+                    process: s.process,
+                    pid: pid.as_raw(),
+                });
+            }
+            Err(e) => queue.push_back(Input::SpawnFailed {
+                key: s.key,
+                process: s.process,
+                error: e.to_string(),
+            }),
+        }
+    }
+
+    fn kill(
+        &mut self,
+        key: &InstanceKey,
+        process: ProcessKind,
+        pid: i32,
+        signal: jobconf_parser::Signal,
+        tree: bool,
+    ) {
+        let Ok(sig) = NixSignal::try_from(signal.number()) else {
+            tracing::warn!("{}: cannot send signal {}", key.display(), signal.number());
+            return;
+        };
+        if !tree {
+            if let Err(e) = kill::signal_pid(pid, None, sig) {
+                tracing::warn!("{}: unable to send {sig} to {pid}: {e}", key.display());
+            }
+            return;
+        }
+        let cutoff = kill::now_ticks();
+        let main = process == ProcessKind::Main;
+        kill::signal_instance(self.me, Some(pid), &key.job, &key.instance, main, cutoff, sig);
+        if main && sig != NixSignal::SIGKILL {
+            let timeout = self.engine.instance(key).map_or(5, |i| i.conf.kill_timeout);
+            let at = self.now().saturating_add(timeout.saturating_mul(MICROS));
+            self.sweeps.push(Sweep {
+                at,
+                key: key.clone(),
+                root: pid,
+                cutoff,
+            });
+        }
+    }
+
+    /// SIGTERM to a session init: `session-end TYPE=shutdown`, no more
+    /// respawning, every instance stopped; the daemon exits when none is
+    /// left or after the largest `kill timeout` (plus a second).
+    fn begin_shutdown(&mut self) {
+        if self.shutdown.is_some() {
+            return;
+        }
+        tracing::info!("session ending");
+        self.feed(Input::SetRespawn(false));
+        // The instances to stop are those running now: the jobs that
+        // `session-end` starts are left to run (as in Upstart, whose stop-all
+        // comes before the event is handled), bounded by the exit deadline.
+        let keys: Vec<InstanceKey> = self
+            .engine
+            .classes()
+            .iter()
+            .flat_map(|(job, c)| {
+                c.instances
+                    .keys()
+                    .map(move |i| InstanceKey::new(job.clone(), i.clone()))
+            })
+            .collect();
+        self.feed(Input::Emit {
+            name: "session-end".into(),
+            env: vec!["TYPE=shutdown".into()],
+            by: None,
+        });
+        let largest = self
+            .engine
+            .classes()
+            .values()
+            .map(|c| c.conf.kill_timeout)
+            .max()
+            .unwrap_or(0);
+        for key in keys {
+            let reply = self.next_reply;
+            self.next_reply += 1;
+            self.feed(Input::InstanceStop {
+                key,
+                by: Some(Request { reply, wait: false }),
+            });
+        }
+        self.shutdown = Some(self.now() + (largest + 1) * MICROS);
+    }
+
+    fn check_shutdown(&mut self) {
+        let Some(at) = self.shutdown else { return };
+        let live = self.engine.classes().values().any(|c| !c.instances.is_empty());
+        if !live {
+            self.exit = Some(0);
+        } else if self.now() >= at {
+            for (job, class) in self.engine.classes() {
+                for (inst, i) in &class.instances {
+                    let root = i.pid(ProcessKind::Main);
+                    kill::signal_instance(self.me, root, job, inst, true, u64::MAX, NixSignal::SIGKILL);
+                    tracing::warn!("job {} failed to stop", InstanceKey::new(job, inst).display());
+                }
+            }
+            self.exit = Some(0);
+        }
+    }
+}
+
+/// Says what the daemon may do when it is not root (`caps`).
+fn report_capabilities() {
+    if nix::unistd::geteuid().is_root() {
+        return;
+    }
+    match caps::read(None, caps::CapSet::Effective) {
+        Ok(set) if set.is_empty() => {
+            tracing::info!("running unprivileged without capabilities: jobs run as this user")
+        }
+        Ok(set) => tracing::info!("running unprivileged with capabilities {set:?}"),
+        Err(e) => tracing::debug!("unable to read capabilities: {e}"),
+    }
+}
