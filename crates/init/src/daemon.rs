@@ -533,6 +533,30 @@ impl Daemon {
                     process: s.process,
                     pid: pid.as_raw(),
                 });
+                if main && expect != Expect::None {
+                    // `watch_stop` finds a child that stopped itself before
+                    // we looked, continues it and keeps the `Ready` for the
+                    // next status offered, which may not come soon (nor at
+                    // all: a SIGCONT can cancel the stop's report): take it
+                    // now, after `Spawned`.
+                    let mut outs = Vec::new();
+                    self.tracker.take_events(&mut outs);
+                    for out in outs {
+                        match out {
+                            Traced::MainPid { key, pid } => queue.push_back(Input::MainPid {
+                                key,
+                                pid: pid.as_raw(),
+                            }),
+                            Traced::Ready { key, pid } => queue.push_back(Input::Ready {
+                                key,
+                                pid: pid.as_raw(),
+                            }),
+                            Traced::Warning { key, message } => {
+                                tracing::warn!("{}: {message}", key.display())
+                            }
+                        }
+                    }
+                }
             }
             Err(e) => queue.push_back(Input::SpawnFailed {
                 key: s.key,

@@ -117,12 +117,27 @@ pub fn instance_processes(
 }
 
 /// The current time in the clock ticks of `/proc/PID/stat` start times.
+///
+/// The kernel derives start times from `CLOCK_BOOTTIME` in whole ticks
+/// (rounded down), so the same integer arithmetic on the same clock gives a
+/// value no process alive now can exceed. (`/proc/uptime` parsed as a float
+/// does not: `4823.15 * 100.0` is `482314.99…`, one tick short, and a
+/// process started in that tick was left out of a kill.)
 pub fn now_ticks() -> u64 {
     let ticks = procfs::ticks_per_second().max(1);
-    let uptime = <procfs::Uptime as procfs::Current>::current()
-        .map(|u| u.uptime)
-        .unwrap_or(0.0);
-    (uptime * ticks as f64) as u64
+    match nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME) {
+        Ok(ts) => {
+            let ns = u128::try_from(ts.tv_sec()).unwrap_or(0) * 1_000_000_000
+                + u128::try_from(ts.tv_nsec()).unwrap_or(0);
+            u64::try_from(ns * u128::from(ticks) / 1_000_000_000).unwrap_or(u64::MAX)
+        }
+        Err(_) => {
+            let uptime = <procfs::Uptime as procfs::Current>::current()
+                .map(|u| u.uptime)
+                .unwrap_or(0.0);
+            (uptime * ticks as f64).round() as u64
+        }
+    }
 }
 
 fn pidfd_open(pid: i32) -> Result<OwnedFd, Errno> {
@@ -314,6 +329,24 @@ mod tests {
             }
             let _ = self.wait();
             s
+        }
+    }
+
+    #[test]
+    fn now_is_never_before_the_start_of_a_live_process() {
+        // The cut-off of a kill must take every process alive now. (The
+        // float version, `/proc/uptime * 100`, was one tick short at some
+        // uptimes, e.g. 4823.15 s, so a process started in that tick was
+        // spared; which uptimes depends on the float rounding, so this
+        // check catches that only when the test runs at such a time.)
+        for _ in 0..100 {
+            let mut child = std::process::Command::new("/bin/true").spawn().unwrap();
+            let start = read_proc(child.id() as i32).map(|p| p.start);
+            let now = now_ticks();
+            let _ = child.wait();
+            if let Some(start) = start {
+                assert!(start <= now, "started at tick {start}, now is {now}");
+            }
         }
     }
 
