@@ -86,6 +86,9 @@ struct Daemon {
     /// Session shutdown in progress: exit when no instance is left, or at
     /// this time.
     shutdown: Option<Time>,
+    /// `PR_SET_CHILD_SUBREAPER` failed: `child-subreaper-failed` is emitted
+    /// with the configuration loaded (spec §2.3).
+    subreaper_failed: bool,
     exit: Option<i32>,
     next_reply: u64,
     /// When each live main process was spawned (clock ticks), for adoption.
@@ -120,9 +123,11 @@ pub fn run(opts: Options) -> i32 {
 
 impl Daemon {
     fn new(opts: Options) -> Result<Daemon, Errno> {
+        let mut subreaper_failed = false;
         if opts.user {
             if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
                 tracing::warn!("Unable to register as subreaper: {e}");
+                subreaper_failed = true;
             }
             report_capabilities();
         }
@@ -156,6 +161,7 @@ impl Daemon {
             signals,
             timer,
             shutdown: None,
+            subreaper_failed,
             exit: None,
             next_reply: 1,
             main_started: BTreeMap::new(),
@@ -174,6 +180,13 @@ impl Daemon {
             && let Err(e) = crate::session::write_session_file(path, address)
         {
             tracing::warn!("unable to write session file {}: {e}", path.display());
+        }
+        if self.subreaper_failed {
+            self.feed(Input::Emit {
+                name: "child-subreaper-failed".into(),
+                env: Vec::new(),
+                by: None,
+            });
         }
         if let Some(name) = self.opts.startup_event.clone() {
             self.feed(Input::Emit {
