@@ -94,7 +94,7 @@ fn load(engine: &mut Engine, jobs: usize, out: &mut Vec<Effect>) {
             0,
             Input::LoadJob {
                 name: format!("j{n}"),
-                conf: Box::new(conf),
+                conf: std::sync::Arc::new(conf),
             },
             out,
         );
@@ -247,7 +247,7 @@ fn start_stop(jobs: usize) {
             0,
             Input::LoadJob {
                 name: format!("k{n}"),
-                conf: Box::new(conf),
+                conf: std::sync::Arc::new(conf),
             },
             &mut out,
         );

@@ -76,7 +76,7 @@ pub enum ConfChange {
     /// A job is new, or its definition (or the file it comes from) changed.
     Load {
         name: String,
-        conf: Box<JobConf>,
+        conf: Arc<JobConf>,
         /// The `.conf` file the definition comes from.
         path: PathBuf,
     },
@@ -339,7 +339,7 @@ impl ConfSources {
                     new.conf = old.conf.clone();
                 }
                 (_, Some(new)) => changes.push(ConfChange::Load {
-                    conf: Box::new((*new.conf).clone()),
+                    conf: new.conf.clone(),
                     path: new.path.clone(),
                     name,
                 }),

@@ -86,6 +86,8 @@ struct Daemon {
     /// Session shutdown in progress: exit when no instance is left, or at
     /// this time.
     shutdown: Option<Time>,
+    /// A scan of /proc shared by the kills of one loop iteration.
+    procs: Option<Vec<kill::Proc>>,
     /// `PR_SET_CHILD_SUBREAPER` failed: `child-subreaper-failed` is emitted
     /// with the configuration loaded (spec §2.3).
     subreaper_failed: bool,
@@ -162,6 +164,7 @@ impl Daemon {
             timer,
             shutdown: None,
             subreaper_failed,
+            procs: None,
             exit: None,
             next_reply: 1,
             main_started: BTreeMap::new(),
@@ -196,6 +199,7 @@ impl Daemon {
             });
         }
         while self.exit.is_none() {
+            self.procs = None;
             self.arm_timer();
             self.wait_and_dispatch();
             self.check_shutdown();
@@ -523,6 +527,7 @@ impl Daemon {
             cgroup_procs: None,
             session: self.opts.user,
         };
+        self.procs = None;
         match spawn(&plan) {
             Ok(child) => {
                 let pid = child.pid;
@@ -599,7 +604,12 @@ impl Daemon {
         }
         let cutoff = kill::now_ticks();
         let main = process == ProcessKind::Main;
-        kill::signal_instance(self.me, Some(pid), &key.job, &key.instance, main, cutoff, sig);
+        // One scan of /proc serves every kill of a loop iteration (a
+        // shutdown stops every job at once); spawning invalidates it.
+        let procs = self.procs.get_or_insert_with(kill::scan);
+        for p in kill::instance_processes(procs, self.me, Some(pid), &key.job, &key.instance, main, cutoff) {
+            let _ = kill::signal_verified(&p, sig);
+        }
         if main && sig != NixSignal::SIGKILL {
             let timeout = self.engine.instance(key).map_or(5, |i| i.conf.kill_timeout);
             let at = self.now().saturating_add(timeout.saturating_mul(MICROS));

@@ -1090,7 +1090,7 @@ impl Sim {
             .map_err(|e| format!("generated job j{job} does not parse: {e:?}\n{text}"))?;
         self.feed(Input::LoadJob {
             name: format!("j{job}"),
-            conf: Box::new(conf),
+            conf: std::sync::Arc::new(conf),
         })
     }
 
@@ -1590,7 +1590,7 @@ fn regression_restore_keeps_partial_stop_on_across_respawn() {
         0,
         Input::LoadJob {
             name: "j0".into(),
-            conf: Box::new(conf),
+            conf: std::sync::Arc::new(conf),
         },
     );
     e.step(
@@ -1663,7 +1663,7 @@ fn engine_with(jobs: &[&str]) -> Engine {
             0,
             Input::LoadJob {
                 name: format!("j{i}"),
-                conf: Box::new(parse_job(text.as_bytes()).unwrap()),
+                conf: std::sync::Arc::new(parse_job(text.as_bytes()).unwrap()),
             },
         );
     }

@@ -173,7 +173,7 @@ impl Sim {
         let conf = parse_job(text.as_bytes()).unwrap_or_else(|e| panic!("{name}: {e:?}"));
         self.feed(Input::LoadJob {
             name: name.into(),
-            conf: Box::new(conf),
+            conf: std::sync::Arc::new(conf),
         });
     }
 

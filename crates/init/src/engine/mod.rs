@@ -99,7 +99,7 @@ pub enum Input {
     /// A job file was added or changed.
     LoadJob {
         name: String,
-        conf: Box<JobConf>,
+        conf: Arc<JobConf>,
     },
     /// A job file went away.
     RemoveJob {
@@ -576,7 +576,7 @@ impl Engine {
 
     fn apply(&mut self, input: Input) {
         match input {
-            Input::LoadJob { name, conf } => self.load_job(name, *conf),
+            Input::LoadJob { name, conf } => self.load_job(name, conf),
             Input::RemoveJob { name } => self.remove_job(&name),
             Input::Emit { name, env, by } => self.emit(name, env, by),
             Input::Start { job, env, by } => {
@@ -667,9 +667,8 @@ impl Engine {
         }
     }
 
-    fn load_job(&mut self, name: String, conf: JobConf) {
+    fn load_job(&mut self, name: String, conf: Arc<JobConf>) {
         let tree = conf.start_on.as_ref().map(OperatorTree::new);
-        let conf = Arc::new(conf);
         let generation = self.next_generation;
         self.next_generation += 1;
         let (changed, old_tree) = match self.classes.get_mut(&name) {
