@@ -700,7 +700,7 @@ struct Cached {
 enum Content {
     Conf {
         /// The current content's parse error, if any.
-        error: Option<FileError>,
+        error: Option<Box<FileError>>,
         /// The last definition that parsed.
         last_good: Option<Def>,
     },
@@ -846,7 +846,7 @@ impl Cache {
     /// one. Errors go to `errors`, marked fresh when parsed just now.
     fn conf(&mut self, e: &Entry, errors: &mut Vec<(FileError, bool)>) -> Option<Def> {
         let cached = |cache: &Cache| match cache.files.get(&e.path).map(|c| &c.content) {
-            Some(Content::Conf { error, last_good }) => (error.clone(), last_good.clone()),
+            Some(Content::Conf { error, last_good }) => (error.as_deref().cloned(), last_good.clone()),
             _ => (None, None),
         };
         match self.check(e, false) {
@@ -871,7 +871,7 @@ impl Cache {
                     }
                 };
                 let content = Content::Conf {
-                    error,
+                    error: error.map(Box::new),
                     last_good: last_good.clone(),
                 };
                 self.store(&e.path, &bytes, key, version, content);

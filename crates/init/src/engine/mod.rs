@@ -443,6 +443,30 @@ fn slot_index(kind: ProcessKind) -> usize {
     }
 }
 
+/// The classes that mention an event name, with how many trees of each do
+/// (sorted by class; a small vector costs far less than a map node for the
+/// one or two classes most names have).
+#[derive(Debug, Clone, Default)]
+struct Mentions(Vec<(String, u32)>);
+
+impl Mentions {
+    fn add(&mut self, class: &str) {
+        match self.0.binary_search_by(|(c, _)| c.as_str().cmp(class)) {
+            Ok(i) => self.0[i].1 += 1,
+            Err(i) => self.0.insert(i, (class.to_string(), 1)),
+        }
+    }
+
+    fn remove(&mut self, class: &str) {
+        if let Ok(i) = self.0.binary_search_by(|(c, _)| c.as_str().cmp(class)) {
+            self.0[i].1 -= 1;
+            if self.0[i].1 == 0 {
+                self.0.remove(i);
+            }
+        }
+    }
+}
+
 /// The engine.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Engine {
@@ -462,7 +486,7 @@ pub struct Engine {
     /// Event name → classes whose `start on` or instances' `stop on`
     /// mention it, with a count of mentions. Derived: rebuilt on restore.
     #[serde(skip)]
-    index: HashMap<String, BTreeMap<String, u32>>,
+    index: HashMap<String, Mentions>,
     #[serde(skip)]
     out: Vec<Effect>,
 }
@@ -520,7 +544,7 @@ impl Engine {
             }
         }
         for (event, class) in mentions {
-            *self.index.entry(event).or_default().entry(class).or_default() += 1;
+            self.index.entry(event).or_default().add(&class);
         }
         self
     }
@@ -647,20 +671,10 @@ impl Engine {
         let Some(tree) = tree else { return };
         for name in tree.event_names() {
             if add {
-                *self
-                    .index
-                    .entry(name.to_string())
-                    .or_default()
-                    .entry(class.to_string())
-                    .or_default() += 1;
+                self.index.entry(name.to_string()).or_default().add(class);
             } else if let Some(classes) = self.index.get_mut(name) {
-                if let Some(n) = classes.get_mut(class) {
-                    *n -= 1;
-                    if *n == 0 {
-                        classes.remove(class);
-                    }
-                }
-                if classes.is_empty() {
+                classes.remove(class);
+                if classes.0.is_empty() {
                     self.index.remove(name);
                 }
             }
@@ -1767,7 +1781,7 @@ impl Engine {
         let Some(classes) = self.index.get(&ev.name) else {
             return;
         };
-        let classes: Vec<String> = classes.keys().cloned().collect();
+        let classes: Vec<String> = classes.0.iter().map(|(c, _)| c.clone()).collect();
         let (name, env) = (ev.name.clone(), ev.env.clone());
         self.log(LogLevel::Debug, format!("Handling {name} event"));
         for job in classes {
