@@ -400,18 +400,8 @@ impl Daemon {
             let consumed = self
                 .tracker
                 .on_raw_status(nix::unistd::Pid::from_raw(pid), raw, &mut outs);
-            for out in outs {
-                match out {
-                    Traced::MainPid { key, pid } => self.feed(Input::MainPid {
-                        key,
-                        pid: pid.as_raw(),
-                    }),
-                    Traced::Ready { key, pid } => self.feed(Input::Ready {
-                        key,
-                        pid: pid.as_raw(),
-                    }),
-                    Traced::Warning { key, message } => tracing::warn!("{}: {message}", key.display()),
-                }
+            for input in traced_inputs(outs) {
+                self.feed(input);
             }
             if consumed {
                 continue;
@@ -559,21 +549,7 @@ impl Daemon {
                     // now, after `Spawned`.
                     let mut outs = Vec::new();
                     self.tracker.take_events(&mut outs);
-                    for out in outs {
-                        match out {
-                            Traced::MainPid { key, pid } => queue.push_back(Input::MainPid {
-                                key,
-                                pid: pid.as_raw(),
-                            }),
-                            Traced::Ready { key, pid } => queue.push_back(Input::Ready {
-                                key,
-                                pid: pid.as_raw(),
-                            }),
-                            Traced::Warning { key, message } => {
-                                tracing::warn!("{}: {message}", key.display())
-                            }
-                        }
-                    }
+                    queue.extend(traced_inputs(outs));
                 }
             }
             Err(e) => queue.push_back(Input::SpawnFailed {
@@ -683,6 +659,27 @@ impl Daemon {
             self.exit = Some(0);
         }
     }
+}
+
+/// The engine inputs for what the `expect` tracker reports (warnings are
+/// logged here).
+fn traced_inputs(outs: Vec<Traced<InstanceKey>>) -> Vec<Input> {
+    outs.into_iter()
+        .filter_map(|out| match out {
+            Traced::MainPid { key, pid } => Some(Input::MainPid {
+                key,
+                pid: pid.as_raw(),
+            }),
+            Traced::Ready { key, pid } => Some(Input::Ready {
+                key,
+                pid: pid.as_raw(),
+            }),
+            Traced::Warning { key, message } => {
+                tracing::warn!("{}: {message}", key.display());
+                None
+            }
+        })
+        .collect()
 }
 
 /// Says what the daemon may do when it is not root (`caps`).

@@ -859,6 +859,18 @@ impl Engine {
         )
     }
 
+    /// An instance that exists and is not already on its way to stop.
+    fn not_stopped(&self, key: &InstanceKey) -> Result<&Instance, EngineError> {
+        let inst = self.instance(key).ok_or_else(|| Self::unknown_instance(key))?;
+        if inst.goal == Goal::Stop {
+            return Err(EngineError::new(
+                ErrorKind::AlreadyStopped,
+                format!("Job has already been stopped: {}", key.display()),
+            ));
+        }
+        Ok(inst)
+    }
+
     fn start_instance(
         &mut self,
         key: &InstanceKey,
@@ -889,13 +901,7 @@ impl Engine {
         stop_env: Option<Vec<String>>,
         by: Option<Request>,
     ) -> Result<(), EngineError> {
-        let inst = self.instance(key).ok_or_else(|| Self::unknown_instance(key))?;
-        if inst.goal == Goal::Stop {
-            return Err(EngineError::new(
-                ErrorKind::AlreadyStopped,
-                format!("Job has already been stopped: {}", key.display()),
-            ));
-        }
+        self.not_stopped(key)?;
         if let Some(env) = stop_env {
             self.inst_mut(key).stop_env = Some(env);
         }
@@ -911,13 +917,7 @@ impl Engine {
         env: Option<StartEnv>,
         by: Option<Request>,
     ) -> Result<(), EngineError> {
-        let inst = self.instance(key).ok_or_else(|| Self::unknown_instance(key))?;
-        if inst.goal == Goal::Stop {
-            return Err(EngineError::new(
-                ErrorKind::AlreadyStopped,
-                format!("Job has already been stopped: {}", key.display()),
-            ));
-        }
+        self.not_stopped(key)?;
         if let Some((env, args)) = env {
             let inst = self.inst_mut(key);
             inst.start_env = Some(env);
