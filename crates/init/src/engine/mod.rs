@@ -535,11 +535,11 @@ impl Engine {
         let mut mentions = Vec::new();
         for (name, class) in &self.classes {
             if let Some(t) = &class.start_on {
-                mentions.extend(t.event_names().map(|e| (e.to_string(), name.clone())));
+                mentions.extend(t.index_keys().map(|e| (e, name.clone())));
             }
             for inst in class.instances.values() {
                 if let Some(t) = &inst.stop_on {
-                    mentions.extend(t.event_names().map(|e| (e.to_string(), name.clone())));
+                    mentions.extend(t.index_keys().map(|e| (e, name.clone())));
                 }
             }
         }
@@ -669,13 +669,13 @@ impl Engine {
 
     fn index_tree(&mut self, class: &str, tree: Option<&OperatorTree>, add: bool) {
         let Some(tree) = tree else { return };
-        for name in tree.event_names() {
+        for key in tree.index_keys() {
             if add {
-                self.index.entry(name.to_string()).or_default().add(class);
-            } else if let Some(classes) = self.index.get_mut(name) {
+                self.index.entry(key).or_default().add(class);
+            } else if let Some(classes) = self.index.get_mut(&key) {
                 classes.remove(class);
                 if classes.0.is_empty() {
-                    self.index.remove(name);
+                    self.index.remove(&key);
                 }
             }
         }
@@ -1778,10 +1778,24 @@ impl Engine {
             return;
         };
         ev.progress = Progress::Handling;
-        let Some(classes) = self.index.get(&ev.name) else {
+        // Classes with a match on the name alone, and those whose match also
+        // names the event's first value (`started foo` for `JOB=foo`).
+        let plain = self.index.get(&ev.name);
+        let first = ev
+            .env
+            .first()
+            .map(|e| e.split_once('=').map_or(e.as_str(), |(_, v)| v));
+        let refined = first.and_then(|v| self.index.get(&operator::index_key(&ev.name, Some(v))));
+        if plain.is_none() && refined.is_none() {
             return;
-        };
-        let classes: Vec<String> = classes.0.iter().map(|(c, _)| c.clone()).collect();
+        }
+        let mut classes: Vec<String> = plain
+            .into_iter()
+            .chain(refined)
+            .flat_map(|m| m.0.iter().map(|(c, _)| c.clone()))
+            .collect();
+        classes.sort();
+        classes.dedup();
         let (name, env) = (ev.name.clone(), ev.env.clone());
         self.log(LogLevel::Debug, format!("Handling {name} event"));
         for job in classes {

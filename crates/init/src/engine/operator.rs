@@ -51,10 +51,24 @@ impl OperatorTree {
         self.values.last().copied().unwrap_or(false)
     }
 
-    /// The event names the expression mentions (for the dispatch index).
+    /// The event names the expression mentions.
     pub fn event_names(&self) -> impl Iterator<Item = &str> {
         self.nodes.iter().filter_map(|n| match n {
             Node::Match { name, .. } => Some(name.as_str()),
+            _ => None,
+        })
+    }
+
+    /// The dispatch-index keys of the expression: for each match, its event
+    /// name, refined by its first positional argument when that is a
+    /// literal (see [`index_key`]), so that `started foo` is only offered
+    /// `started` events whose first value is `foo`.
+    pub fn index_keys(&self) -> impl Iterator<Item = String> + '_ {
+        self.nodes.iter().filter_map(|n| match n {
+            Node::Match { name, args, .. } => Some(match args.first() {
+                Some(MatchArg::Positional(p)) if is_literal(p) => index_key(name, Some(p)),
+                _ => index_key(name, None),
+            }),
             _ => None,
         })
     }
@@ -125,6 +139,22 @@ impl OperatorTree {
             }
         }
     }
+}
+
+/// The index key of an event name, or of a name and the literal its first
+/// positional argument must equal. NUL separates them: no job file or event
+/// name holds one.
+pub fn index_key(name: &str, first: Option<&str>) -> String {
+    match first {
+        Some(v) => format!("{name}\0{v}"),
+        None => name.to_string(),
+    }
+}
+
+/// A pattern that matches only itself: no glob characters, no escapes and
+/// nothing to expand.
+fn is_literal(pattern: &str) -> bool {
+    !pattern.contains(['*', '?', '[', '\\', '$'])
 }
 
 fn push(expr: &EventExpr, nodes: &mut Vec<Node>) -> usize {
