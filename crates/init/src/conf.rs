@@ -102,7 +102,7 @@ pub struct ConfSources {
     listings: Vec<Listing>,
     cache: Cache,
     /// The definitions reported so far.
-    loaded: BTreeMap<String, Loaded>,
+    loaded: BTreeMap<Arc<str>, Loaded>,
     errors: Vec<FileError>,
     scanned: bool,
 }
@@ -110,7 +110,8 @@ pub struct ConfSources {
 #[derive(Debug)]
 struct Loaded {
     conf: Arc<JobConf>,
-    path: PathBuf,
+    /// Shared with the listing's entry and the cache's key.
+    path: Arc<Path>,
 }
 
 impl ConfSources {
@@ -222,7 +223,7 @@ impl ConfSources {
 
     /// Where a job's definition came from (for status output and tests).
     pub fn source_of(&self, job: &str) -> Option<&Path> {
-        self.loaded.get(job).map(|l| l.path.as_path())
+        self.loaded.get(job).map(|l| &*l.path)
     }
 
     /// The current definition of a job.
@@ -232,7 +233,7 @@ impl ConfSources {
 
     /// All current jobs, in name order.
     pub fn jobs(&self) -> impl Iterator<Item = (&str, &JobConf)> {
-        self.loaded.iter().map(|(n, l)| (n.as_str(), &*l.conf))
+        self.loaded.iter().map(|(n, l)| (&**n, &*l.conf))
     }
 
     /// Parse errors of the last scan (file error values), in job-name order:
@@ -269,9 +270,9 @@ impl ConfSources {
     /// Chooses each job's definition from the current listings and reports
     /// the differences from what was reported before.
     fn resolve(&mut self, full: bool) -> Vec<ConfChange> {
-        let names: BTreeSet<&String> = self.listings.iter().flat_map(|l| l.confs.keys()).collect();
+        let names: BTreeSet<&Arc<str>> = self.listings.iter().flat_map(|l| l.confs.keys()).collect();
         let mut errors: Vec<(FileError, bool)> = Vec::new();
-        let mut current: BTreeMap<String, Loaded> = BTreeMap::new();
+        let mut current: BTreeMap<Arc<str>, Loaded> = BTreeMap::new();
         let cache = &mut self.cache;
         for name in names {
             let mut ovr: Option<Ovr> = None;
@@ -313,12 +314,15 @@ impl ConfSources {
             .listings
             .iter()
             .flat_map(|l| l.confs.values().chain(l.overrides.values()))
-            .map(|e| e.path.as_path())
+            .map(|e| &*e.path)
             .collect();
-        cache.files.retain(|p, _| listed.contains(p.as_path()));
+        cache.files.retain(|p, _| listed.contains(&**p));
         cache.io_logged.retain(|p, _| listed.contains(p.as_path()));
         cache.pending.retain(|p, _| listed.contains(p.as_path()));
-        cache.merges.retain(|n, _| current.contains_key(n));
+        cache.merges.retain(|n, _| current.contains_key(n.as_str()));
+        // Entries go when files do: give back the space they held.
+        cache.files.shrink_to_fit();
+        cache.merges.shrink_to_fit();
 
         for (err, fresh) in &errors {
             if *fresh || full {
@@ -329,10 +333,12 @@ impl ConfSources {
         self.errors = errors.into_iter().map(|(e, _)| e).collect();
 
         let mut changes = Vec::new();
-        let names: BTreeSet<String> = self.loaded.keys().chain(current.keys()).cloned().collect();
+        let names: BTreeSet<Arc<str>> = self.loaded.keys().chain(current.keys()).cloned().collect();
         for name in names {
             match (self.loaded.get(&name), current.get_mut(&name)) {
-                (Some(_), None) => changes.push(ConfChange::Remove { name }),
+                (Some(_), None) => changes.push(ConfChange::Remove {
+                    name: name.to_string(),
+                }),
                 // Unchanged: keep the old `Arc`, so that pointer equality
                 // short-cuts the next comparison.
                 (Some(old), Some(new)) if old.path == new.path && old.conf == new.conf => {
@@ -340,8 +346,8 @@ impl ConfSources {
                 }
                 (_, Some(new)) => changes.push(ConfChange::Load {
                     conf: new.conf.clone(),
-                    path: new.path.clone(),
-                    name,
+                    path: new.path.to_path_buf(),
+                    name: name.to_string(),
                 }),
                 (None, None) => {}
             }
@@ -452,7 +458,7 @@ impl FileKey {
 /// A job file or override found by a walk.
 #[derive(Debug, Clone)]
 struct Entry {
-    path: PathBuf,
+    path: Arc<Path>,
     key: FileKey,
 }
 
@@ -460,9 +466,9 @@ struct Entry {
 #[derive(Debug, Default)]
 struct Listing {
     /// `.conf` files by job name.
-    confs: BTreeMap<String, Entry>,
+    confs: BTreeMap<Arc<str>, Entry>,
     /// `.override` files (regular files only) by job name.
-    overrides: BTreeMap<String, Entry>,
+    overrides: BTreeMap<Arc<str>, Entry>,
     /// Directories watched for this conf dir: itself and its subdirectories,
     /// or the nearest existing ancestor while it does not exist.
     watched: Vec<PathBuf>,
@@ -474,7 +480,7 @@ impl Listing {
     /// error.
     fn keep_subtree(&mut self, old: &Listing, root: &Path, rel: &str) {
         let prefix = format!("{rel}/");
-        let under = |name: &String| rel.is_empty() || name.starts_with(&prefix);
+        let under = |name: &Arc<str>| rel.is_empty() || name.starts_with(&prefix);
         for (name, e) in old.confs.iter().filter(|(n, _)| under(n)) {
             self.confs.entry(name.clone()).or_insert_with(|| e.clone());
         }
@@ -639,9 +645,9 @@ fn walk_tree(
                     && m.is_file()
                 {
                     out.confs.insert(
-                        job,
+                        job.into(),
                         Entry {
-                            path,
+                            path: path.into(),
                             key: FileKey::of(&m),
                         },
                     );
@@ -652,9 +658,9 @@ fn walk_tree(
                 && m.is_file()
             {
                 out.overrides.insert(
-                    job,
+                    job.into(),
                     Entry {
-                        path,
+                        path: path.into(),
                         key: FileKey::of(&m),
                     },
                 );
@@ -671,7 +677,8 @@ type Def = (Arc<JobConf>, u64);
 
 #[derive(Debug, Default)]
 struct Cache {
-    files: HashMap<PathBuf, Cached>,
+    /// Boxed: a map keeps up to twice as many slots as entries.
+    files: HashMap<Arc<Path>, Box<Cached>>,
     /// Override merges by job name.
     merges: HashMap<String, Merge>,
     /// Files seen being written (created empty or modified, not yet closed).
@@ -691,7 +698,8 @@ struct Cached {
     /// The key could hide a rewrite: compare the content next time.
     racy: bool,
     hash: u64,
-    len: usize,
+    /// At most [`MAX_FILE_SIZE`].
+    len: u32,
     version: u64,
     content: Content,
 }
@@ -723,7 +731,7 @@ enum Ovr {
     /// There, but unreadable and never read: the job is as without it.
     Unusable,
     Text {
-        path: PathBuf,
+        path: Arc<Path>,
         text: Arc<[u8]>,
         version: u64,
     },
@@ -799,17 +807,17 @@ impl Cache {
     /// Decides whether an entry's cached content is current, reading the
     /// file when it may not be.
     fn check(&mut self, e: &Entry, nofollow: bool) -> Fresh {
-        let pending = self.pending.contains_key(&e.path);
-        match self.files.get(&e.path) {
+        let pending = self.pending.contains_key(&*e.path);
+        match self.files.get(&*e.path) {
             Some(c) if pending || (c.key == e.key && !c.racy) => return Fresh::Cached,
             None if pending => return Fresh::Gone,
             _ => {}
         }
         match read_file(&e.path, nofollow) {
             Ok((bytes, key)) => {
-                self.io_logged.remove(&e.path);
-                if let Some(c) = self.files.get_mut(&e.path)
-                    && c.len == bytes.len()
+                self.io_logged.remove(&*e.path);
+                if let Some(c) = self.files.get_mut(&*e.path)
+                    && c.len as usize == bytes.len()
                     && c.hash == content_hash(&bytes)
                 {
                     c.key = key;
@@ -821,31 +829,31 @@ impl Cache {
             Err(ReadError::Gone) => Fresh::Gone,
             Err(ReadError::Io(err)) => {
                 let msg = err.to_string();
-                if self.io_logged.get(&e.path) != Some(&msg) {
+                if self.io_logged.get(&*e.path) != Some(&msg) {
                     warn!("{}: unable to read: {msg}", e.path.display());
-                    self.io_logged.insert(e.path.clone(), msg);
+                    self.io_logged.insert(e.path.to_path_buf(), msg);
                 }
                 Fresh::Failed
             }
         }
     }
 
-    fn store(&mut self, path: &Path, bytes: &[u8], key: FileKey, version: u64, content: Content) {
+    fn store(&mut self, path: &Arc<Path>, bytes: &[u8], key: FileKey, version: u64, content: Content) {
         let cached = Cached {
             key,
             racy: key.racy(),
             hash: content_hash(bytes),
-            len: bytes.len(),
+            len: bytes.len() as u32,
             version,
             content,
         };
-        self.files.insert(path.to_path_buf(), cached);
+        self.files.insert(path.clone(), Box::new(cached));
     }
 
     /// The definition a `.conf` holds: its current one, else its last good
     /// one. Errors go to `errors`, marked fresh when parsed just now.
     fn conf(&mut self, e: &Entry, errors: &mut Vec<(FileError, bool)>) -> Option<Def> {
-        let cached = |cache: &Cache| match cache.files.get(&e.path).map(|c| &c.content) {
+        let cached = |cache: &Cache| match cache.files.get(&*e.path).map(|c| &c.content) {
             Some(Content::Conf { error, last_good }) => (error.as_deref().cloned(), last_good.clone()),
             _ => (None, None),
         };
@@ -882,7 +890,7 @@ impl Cache {
 
     /// The text of an override file.
     fn override_text(&mut self, e: &Entry) -> Ovr {
-        let cached = |cache: &Cache| match cache.files.get(&e.path) {
+        let cached = |cache: &Cache| match cache.files.get(&*e.path).map(|c| &**c) {
             Some(Cached {
                 version,
                 content: Content::Override { text },
