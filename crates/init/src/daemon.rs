@@ -610,16 +610,7 @@ impl Daemon {
         // The instances to stop are those running now: the jobs that
         // `session-end` starts are left to run (as in Upstart, whose stop-all
         // comes before the event is handled), bounded by the exit deadline.
-        let keys: Vec<InstanceKey> = self
-            .engine
-            .classes()
-            .iter()
-            .flat_map(|(job, c)| {
-                c.instances
-                    .keys()
-                    .map(move |i| InstanceKey::new(job.clone(), i.clone()))
-            })
-            .collect();
+        let keys = self.engine.instance_keys();
         self.feed(Input::Emit {
             name: "session-end".into(),
             env: vec!["TYPE=shutdown".into()],

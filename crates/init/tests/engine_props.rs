@@ -483,16 +483,6 @@ fn case() -> impl Strategy<Value = Case> {
 
 // ------------------------------------------------------------- the world
 
-fn slot_index(kind: ProcessKind) -> usize {
-    match kind {
-        ProcessKind::Main => 0,
-        ProcessKind::PreStart => 1,
-        ProcessKind::PostStart => 2,
-        ProcessKind::PreStop => 3,
-        ProcessKind::PostStop => 4,
-    }
-}
-
 /// The edges of spec §1.9's table (the classic states).
 fn legal(from: State, to: State) -> bool {
     use State::*;
@@ -906,7 +896,7 @@ impl Sim {
                     t.state
                 );
                 for kind in ProcessKind::ALL {
-                    match inst.slots[slot_index(kind)] {
+                    match inst.slot(kind) {
                         Slot::Empty => {}
                         Slot::Spawning => ensure!(
                             self.held.contains(&(key.clone(), kind))
@@ -946,7 +936,7 @@ impl Sim {
             }
         }
         for k in self.held.iter().chain(&self.queue) {
-            let slot = e.instance(&k.0).map(|i| i.slots[slot_index(k.1)]);
+            let slot = e.instance(&k.0).map(|i| i.slot(k.1));
             ensure!(
                 slot == Some(Slot::Spawning),
                 "outstanding spawn {k:?} but the slot is {slot:?}"
@@ -1041,15 +1031,7 @@ impl Sim {
     }
 
     fn instance_keys(&self) -> Vec<InstanceKey> {
-        self.engine
-            .classes()
-            .iter()
-            .flat_map(|(job, c)| {
-                c.instances
-                    .keys()
-                    .map(move |i| InstanceKey::new(job.clone(), i.clone()))
-            })
-            .collect()
+        self.engine.instance_keys()
     }
 
     /// Instances in `spawned` with a live main process, and its pid.

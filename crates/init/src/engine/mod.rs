@@ -395,9 +395,14 @@ pub struct Instance {
 }
 
 impl Instance {
+    /// The slot of a process kind.
+    pub fn slot(&self, kind: ProcessKind) -> Slot {
+        self.slots[slot_index(kind)]
+    }
+
     /// The pid in a slot, if the process is alive and known.
     pub fn pid(&self, kind: ProcessKind) -> Option<Pid> {
-        match self.slots[slot_index(kind)] {
+        match self.slot(kind) {
             Slot::Alive(pid) => Some(pid),
             _ => None,
         }
@@ -574,6 +579,18 @@ impl Engine {
     /// The job classes.
     pub fn classes(&self) -> &BTreeMap<String, Class> {
         &self.classes
+    }
+
+    /// Every instance, in job then instance order.
+    pub fn instance_keys(&self) -> Vec<InstanceKey> {
+        self.classes
+            .iter()
+            .flat_map(|(job, c)| {
+                c.instances
+                    .keys()
+                    .map(move |i| InstanceKey::new(job.clone(), i.clone()))
+            })
+            .collect()
     }
 
     /// An instance.
