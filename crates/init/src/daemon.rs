@@ -29,7 +29,10 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 
+mod bus;
+
 use crate::conf::{ConfChange, ConfSources};
+use crate::control::Control;
 use crate::engine::{
     BusSignal, Effect, Engine, EngineConfig, ExitStatus, Input, InstanceKey, LogLevel, Request, Spawn, State,
     Time,
@@ -58,6 +61,8 @@ pub struct Options {
     pub final_env: Vec<String>,
     /// Written once running, removed at exit.
     pub session_file: Option<(PathBuf, String)>,
+    /// The private D-Bus address to listen on (`unix:abstract=…`).
+    pub address: Option<String>,
 }
 
 const MICROS: u64 = 1_000_000;
@@ -95,6 +100,9 @@ struct Daemon {
     next_reply: u64,
     /// When each live main process was spawned (clock ticks), for adoption.
     main_started: BTreeMap<InstanceKey, u64>,
+    /// The D-Bus side, when listening.
+    bus: Option<bus::Bus>,
+    own_uid: u32,
 }
 
 /// Signals the loop takes through its signalfd.
@@ -124,7 +132,24 @@ pub fn run(opts: Options) -> i32 {
 }
 
 impl Daemon {
-    fn new(opts: Options) -> Result<Daemon, Errno> {
+    fn new(opts: Options) -> Result<Daemon, String> {
+        // Blocked before any thread starts, so that every thread inherits
+        // the mask and the signals reach the signalfd alone.
+        let mask = handled_signals();
+        sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None).map_err(|e| e.to_string())?;
+        let own_uid = nix::unistd::getuid().as_raw();
+        let bus = match &opts.address {
+            Some(address) => {
+                let listener = crate::control::bind(address)
+                    .map_err(|e| format!("unable to listen on {address}: {e}"))?;
+                let control = Control::start(listener, own_uid)
+                    .map_err(|e| format!("unable to start the D-Bus thread: {e}"))?;
+                let priority = crate::logging::priority_name(crate::logging::current_level());
+                Some(bus::Bus::new(control, priority))
+            }
+            None => None,
+        };
+        let errno = |e: Errno| e.to_string();
         let mut subreaper_failed = false;
         if opts.user {
             if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
@@ -133,13 +158,13 @@ impl Daemon {
             }
             report_capabilities();
         }
-        let mask = handled_signals();
-        sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)?;
-        let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+        let signals =
+            SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).map_err(errno)?;
         let timer = TimerFd::new(
             ClockId::CLOCK_MONOTONIC,
             TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
-        )?;
+        )
+        .map_err(errno)?;
         let config = EngineConfig {
             global_env: opts.global_env.clone(),
             process_env: opts.process_env.clone(),
@@ -168,6 +193,8 @@ impl Daemon {
             exit: None,
             next_reply: 1,
             main_started: BTreeMap::new(),
+            bus,
+            own_uid,
         })
     }
 
@@ -220,6 +247,7 @@ impl Daemon {
         let log_fds: Vec<i32> = self.logs.as_ref().map(|l| l.fds()).unwrap_or_default();
         let script_fds: Vec<i32> = self.scripts.iter().map(|s| s.fd.as_raw_fd()).collect();
         let mut inot = false;
+        let mut control = false;
         let mut ready_logs = Vec::new();
         let mut ready_scripts = Vec::new();
         let (sig, tim) = {
@@ -230,6 +258,10 @@ impl Daemon {
             let conf_fd = self.conf.fd();
             if let Some(fd) = conf_fd {
                 fds.push(PollFd::new(fd, PollFlags::POLLIN));
+            }
+            let control_at = fds.len();
+            if let Some(b) = &self.bus {
+                fds.push(PollFd::new(b.control.bridge.fd(), PollFlags::POLLIN));
             }
             let base = fds.len();
             // SAFETY: these fds are owned by `self.logs` and `self.scripts`,
@@ -257,6 +289,9 @@ impl Daemon {
             let hit = |p: &PollFd| p.revents().is_some_and(|r| !r.is_empty());
             if conf_fd.is_some() {
                 inot = hit(&fds[2]);
+            }
+            if self.bus.is_some() {
+                control = hit(&fds[control_at]);
             }
             for (i, fd) in log_fds.iter().enumerate() {
                 if hit(&fds[base + i]) {
@@ -289,6 +324,9 @@ impl Daemon {
             for change in self.conf.on_inotify() {
                 self.conf_change(change);
             }
+        }
+        if control {
+            self.on_bus_input();
         }
     }
 
@@ -365,7 +403,7 @@ impl Daemon {
                         logs.reopen();
                     }
                 }
-                Ok(NixSignal::SIGTERM) if self.opts.user => self.begin_shutdown(),
+                Ok(NixSignal::SIGTERM) if self.opts.user => self.begin_shutdown("shutdown"),
                 Ok(other) => tracing::debug!("ignoring {other}"),
                 Err(_) => {}
             }
@@ -473,7 +511,7 @@ impl Daemon {
                 signal,
                 tree,
             } => self.kill(&key, process, pid, signal, tree),
-            Effect::Reply { to, result } => tracing::debug!("reply {to}: {result:?}"),
+            Effect::Reply { to, result } => self.bus_reply(to, result),
             Effect::Signal(s) => self.bus_signal(s),
             Effect::Log { level, message } => match level {
                 LogLevel::Debug => tracing::debug!("{message}"),
@@ -485,6 +523,7 @@ impl Daemon {
     }
 
     fn bus_signal(&mut self, s: BusSignal) {
+        self.bus_broadcast(&s);
         match s {
             BusSignal::StateChanged(key, state)
                 if state != State::Spawned && self.tracker.is_tracking(&key) =>
@@ -516,6 +555,7 @@ impl Daemon {
             trace,
             cgroup_procs: None,
             session: self.opts.user,
+            inherit_fd: self.bus.as_ref().and_then(|b| b.event_fd(&s.env)),
         };
         self.procs = None;
         match spawn(&plan) {
@@ -598,14 +638,15 @@ impl Daemon {
         }
     }
 
-    /// SIGTERM to a session init: `session-end TYPE=shutdown`, no more
-    /// respawning, every instance stopped; the daemon exits when none is
-    /// left or after the largest `kill timeout` (plus a second).
-    fn begin_shutdown(&mut self) {
+    /// SIGTERM (`shutdown`) or `EndSession` (`logout`) to a session init:
+    /// `session-end TYPE=…`, no more respawning, every instance stopped; the
+    /// daemon exits when none is left or after the largest `kill timeout`
+    /// (plus a second).
+    fn begin_shutdown(&mut self, kind: &str) {
         if self.shutdown.is_some() {
             return;
         }
-        tracing::info!("session ending");
+        tracing::info!("session ending ({kind})");
         self.feed(Input::SetRespawn(false));
         // The instances to stop are those running now: the jobs that
         // `session-end` starts are left to run (as in Upstart, whose stop-all
@@ -613,7 +654,7 @@ impl Daemon {
         let keys = self.engine.instance_keys();
         self.feed(Input::Emit {
             name: "session-end".into(),
-            env: vec!["TYPE=shutdown".into()],
+            env: vec![format!("TYPE={kind}")],
             by: None,
         });
         let largest = self

@@ -13,6 +13,7 @@
 //! `shared/design.md`.
 
 pub mod conf;
+pub mod control;
 pub mod daemon;
 pub mod engine;
 pub mod joblog;

@@ -172,6 +172,7 @@ fn user_options(cli: &Cli) -> daemon::Options {
         global_env,
         process_env,
         final_env: vec![format!("UPSTART_SESSION={address}")],
-        session_file: session::session_file(&env, pid).map(|p| (p, address)),
+        session_file: session::session_file(&env, pid).map(|p| (p, address.clone())),
+        address: Some(address),
     }
 }

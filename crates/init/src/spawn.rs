@@ -84,6 +84,10 @@ pub struct SpawnPlan<'a> {
     /// The daemon is a session init: an unset `umask` inherits the daemon's
     /// and an unset `chdir` keeps the daemon's working directory.
     pub session: bool,
+    /// A descriptor of the daemon's the process inherits (the file of an
+    /// `EmitEventWithFile` event, named by `UPSTART_FDS`); every other one
+    /// is closed at exec.
+    pub inherit_fd: Option<i32>,
 }
 
 /// A spawned process; reaping it is the caller's business.
@@ -518,6 +522,7 @@ struct Prepared {
     creds: Option<Creds>,
     piped: bool,
     trace: bool,
+    inherit_fd: Option<c_int>,
 }
 
 fn cstring(s: &str) -> Result<CString, SpawnError> {
@@ -606,6 +611,7 @@ impl Prepared {
             creds: credentials(conf)?,
             piped,
             trace: plan.trace,
+            inherit_fd: plan.inherit_fd,
         })
     }
 }
@@ -996,6 +1002,10 @@ fn child_setup(
             libc::CLOSE_RANGE_CLOEXEC,
         );
     }
+    if let Some(fd) = p.inherit_fd {
+        // SAFETY: clears the descriptor's flags; no memory.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+    }
 
     // The oom file is opened before the rlimits, which may leave no
     // descriptor free (`limit nofile 3 3`).
@@ -1327,6 +1337,7 @@ mod tests {
             trace: false,
             cgroup_procs: None,
             session: false,
+            inherit_fd: None,
         }
     }
 

@@ -18,6 +18,7 @@
 //! - a main process that dies in `spawned` and is respawned goes round
 //!   through `stopping` instead of reaching `running` with no process.
 
+mod env;
 mod event;
 mod operator;
 mod state;
