@@ -404,6 +404,7 @@ impl Daemon {
                     }
                 }
                 Ok(NixSignal::SIGTERM) if self.opts.user => self.begin_shutdown("shutdown"),
+                Ok(NixSignal::SIGUSR1) => self.reconnect_bus(),
                 Ok(other) => tracing::debug!("ignoring {other}"),
                 Err(_) => {}
             }

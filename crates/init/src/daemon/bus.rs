@@ -101,8 +101,11 @@ pub(super) struct Bus {
     pending: HashMap<ReplyTo, Pending>,
     /// `log_priority` as last set.
     log_priority: String,
-    /// The session bus we were told of (`NotifyDBusAddress`).
+    /// The bus we were told of (`NotifyDBusAddress`), kept to reconnect
+    /// on SIGUSR1.
     bus_address: Option<String>,
+    /// Connected to it, or connecting.
+    bus_connected: bool,
     cgroup_manager: Option<String>,
     /// Files given with `EmitEventWithFile`, by the fd number in the
     /// event's `UPSTART_FDS`, held until the event is finished.
@@ -117,6 +120,7 @@ impl Bus {
             pending: HashMap::new(),
             log_priority: log_priority.to_string(),
             bus_address: None,
+            bus_connected: false,
             cgroup_manager: None,
             event_fds: HashMap::new(),
         }
@@ -265,7 +269,7 @@ impl Daemon {
                 Incoming::Disconnected { conn } => {
                     if let Some(b) = self.bus.as_mut() {
                         if b.peers.remove(&conn).is_some_and(|p| p.bus) {
-                            b.bus_address = None;
+                            b.bus_connected = false;
                         }
                         b.pending.retain(|_, p| p.conn != conn);
                     }
@@ -275,7 +279,7 @@ impl Daemon {
                     if let Some(b) = self.bus.as_mut()
                         && b.bus_address.as_deref() == Some(address.as_str())
                     {
-                        b.bus_address = None;
+                        b.bus_connected = false;
                     }
                 }
                 Incoming::Call { conn, uid, msg } => self.on_call(conn, uid, msg),
@@ -530,10 +534,10 @@ impl Daemon {
                     return Err(Failure::invalid("Address may not be empty string"));
                 }
                 if let Some(b) = self.bus.as_mut()
-                    && b.bus_address.is_none()
+                    && !b.bus_connected
                 {
-                    b.bus_address = Some(address.clone());
-                    b.control.connect_bus(&address);
+                    b.bus_address = Some(address);
+                    self.reconnect_bus();
                 }
                 ret(call, &())
             }
@@ -840,6 +844,21 @@ impl Daemon {
         }
         xml.push_str("</node>\n");
         ret(call, &xml)
+    }
+
+    /// Connects to the bus we were told of, unless connected (SIGUSR1, as
+    /// PID 1 does when the system bus comes up).
+    pub(super) fn reconnect_bus(&mut self) {
+        let Some(b) = self.bus.as_mut() else { return };
+        match (&b.bus_address, b.bus_connected) {
+            (Some(address), false) => {
+                tracing::info!("D-Bus: connecting to the bus at {address}");
+                b.bus_connected = true;
+                b.control.connect_bus(address);
+            }
+            (Some(_), true) => tracing::debug!("D-Bus: already connected to the bus"),
+            (None, _) => tracing::debug!("D-Bus: no bus address known"),
+        }
     }
 
     /// An engine reply to a D-Bus request.
