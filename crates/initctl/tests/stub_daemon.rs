@@ -753,3 +753,37 @@ fn connection_failures_and_usage_errors() {
             .starts_with("Usage: initctl [OPTION]... COMMAND [OPTION]... [ARG]...\n")
     );
 }
+
+/// Start-up cost: `cargo test -p initctl --test stub_daemon -- --ignored
+/// --nocapture` (set `INITCTL_BIN` to time a release build). Fails if the
+/// median run of `initctl status` takes 25 ms or more.
+#[test]
+#[ignore = "timing; run explicitly"]
+fn timing_of_200_status_runs() {
+    let d = stub();
+    let program = std::env::var_os("INITCTL_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or(bin().to_path_buf());
+    let env = [("UPSTART_SESSION", d.address.as_str())];
+    let mut times = Vec::new();
+    let all = std::time::Instant::now();
+    for _ in 0..200 {
+        let t = std::time::Instant::now();
+        let run = run_program(&program, &["status", "bar"], &env);
+        times.push(t.elapsed());
+        assert_eq!(run.code, 0);
+    }
+    let total = all.elapsed();
+    times.sort();
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "{}: 200 runs in {:.0} ms; min {:.2} ms, median {:.2} ms, p90 {:.2} ms, max {:.2} ms",
+        program.display(),
+        ms(total),
+        ms(times[0]),
+        ms(times[100]),
+        ms(times[180]),
+        ms(times[199])
+    );
+    assert!(ms(times[100]) < 25.0);
+}
