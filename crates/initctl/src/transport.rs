@@ -85,7 +85,12 @@ pub async fn connect(transport: &Transport) -> Result<zbus::Connection, String> 
             .p2p()
             .build()
             .await
-            .map_err(|e| format!("Unable to connect to Upstart: {}", connect_error(address, &e))),
+            .map_err(|e| {
+                format!(
+                    "Unable to connect to Upstart: {}",
+                    connect_error(Some(address), &e)
+                )
+            }),
         Transport::Bus { bus, .. } => {
             let (builder, what) = match bus {
                 Bus::System => (Builder::system(), "system"),
@@ -94,24 +99,32 @@ pub async fn connect(transport: &Transport) -> Result<zbus::Connection, String> 
             builder
                 .build()
                 .await
-                .map_err(|e| format!("Unable to connect to {what} bus: {}", describe(&e)))
+                .map_err(|e| format!("Unable to connect to {what} bus: {}", connect_error(None, &e)))
         }
     }
 }
 
+/// The socket a `unix:` address names.
+fn socket_of(address: &str) -> Option<String> {
+    let rest = address.strip_prefix("unix:")?;
+    rest.split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(key, _)| matches!(*key, "abstract" | "path"))
+        .map(|(_, value)| value.to_string())
+}
+
 /// The reason a connection failed, in libdbus' words where we know them
 /// (`Failed to connect to socket /com/ubuntu/upstart: Connection refused`).
-fn connect_error(address: &str, error: &zbus::Error) -> String {
-    let socket = address
-        .strip_prefix("unix:")
-        .and_then(|rest| rest.split(',').find_map(|kv| kv.split_once('=')))
-        .filter(|(key, _)| matches!(*key, "abstract" | "path"))
-        .map(|(_, value)| value);
-    match (error, socket) {
-        (zbus::Error::InputOutput(io) | zbus::Error::Connection(io, _), Some(socket)) => {
-            format!("Failed to connect to socket {socket}: {}", strerror(io))
-        }
-        _ => describe(error),
+/// `address` is the one dialled, when the error does not say.
+fn connect_error(address: Option<&str>, error: &zbus::Error) -> String {
+    let (io, socket) = match error {
+        zbus::Error::Connection(io, dialled) => (io, socket_of(&dialled.to_string())),
+        zbus::Error::InputOutput(io) => (io, address.and_then(socket_of)),
+        other => return describe(other),
+    };
+    match socket {
+        Some(socket) => format!("Failed to connect to socket {socket}: {}", strerror(io)),
+        None => strerror(io),
     }
 }
 
@@ -243,21 +256,23 @@ mod tests {
     fn socket_errors_read_like_libdbus() {
         let refused = zbus::Error::InputOutput(std::io::Error::from_raw_os_error(libc::ECONNREFUSED).into());
         assert_eq!(
-            connect_error("unix:abstract=/com/ubuntu/upstart", &refused),
+            connect_error(Some("unix:abstract=/com/ubuntu/upstart"), &refused),
             "Failed to connect to socket /com/ubuntu/upstart: Connection refused"
         );
         assert_eq!(
-            connect_error("unix:path=/run/x,guid=00", &refused),
+            connect_error(Some("unix:guid=00,path=/run/x"), &refused),
             "Failed to connect to socket /run/x: Connection refused"
         );
-        assert_eq!(connect_error("tcp:host=h", &refused), "Connection refused");
+        assert_eq!(connect_error(Some("tcp:host=h"), &refused), "Connection refused");
+        assert_eq!(connect_error(None, &refused), "Connection refused");
         let address: zbus::Address = "unix:abstract=/x".try_into().unwrap();
         let refused = zbus::Error::Connection(
             std::io::Error::from_raw_os_error(libc::ECONNREFUSED).into(),
             Box::new(address),
         );
+        // The address the error names wins.
         assert_eq!(
-            connect_error("unix:abstract=/x", &refused),
+            connect_error(None, &refused),
             "Failed to connect to socket /x: Connection refused"
         );
     }
