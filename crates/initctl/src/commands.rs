@@ -443,8 +443,8 @@ fn list_sessions(ui: &mut Ui, env: &Env) -> i32 {
 /// Sorts as `strcoll(3)` in the user's locale orders (what Upstart's
 /// `list-env` does).
 fn sort_by_collation(vars: &mut [String]) {
-    // SAFETY: setlocale with a valid empty string selects the environment's locale;
-    // initctl has no other threads using the locale yet.
+    // SAFETY: a valid C string; selecting the environment's collation is
+    // harmless to zbus's thread, which does not use the locale.
     unsafe { libc::setlocale(libc::LC_COLLATE, c"".as_ptr()) };
     let key = |s: &String| CString::new(s.replace('\0', "")).unwrap_or_default();
     let mut keyed: Vec<(CString, String)> = vars.iter().map(|v| (key(v), v.clone())).collect();
