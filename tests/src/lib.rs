@@ -183,51 +183,64 @@ pub fn bin_dir() -> &'static Path {
 /// first (once per test process), so it is never missing nor stale.
 pub fn init_binary() -> &'static Path {
     static INIT: OnceLock<PathBuf> = OnceLock::new();
-    INIT.get_or_init(|| {
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("workspace root")
-            .to_path_buf();
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .or_else(|| option_env!("CARGO_TARGET_DIR").map(PathBuf::from))
-            .map(|t| if t.is_relative() { workspace.join(t) } else { t })
-            .unwrap_or_else(|| workspace.join("target"));
-        let profile = bin_dir()
-            .file_name()
-            .and_then(|p| p.to_str())
-            .unwrap_or("debug")
-            .to_string();
-        let init = target.join(&profile).join("init");
-        // Built every time (once per test process): cheap when up to date,
-        // and the tests never run a stale daemon. Cargo does not hold its
-        // build lock while tests run.
-        let cargo = option_env!("CARGO").unwrap_or("cargo");
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "-p", "init", "--bin", "init"])
-            .current_dir(&workspace);
-        match profile.as_str() {
-            "debug" => {}
-            "release" => {
-                cmd.arg("--release");
-            }
-            other => {
-                cmd.args(["--profile", other]);
-            }
+    INIT.get_or_init(|| workspace_binary("init"))
+}
+
+/// The `initctl` binary, built the same way as [`init_binary`].
+pub fn initctl_binary() -> &'static Path {
+    static INITCTL: OnceLock<PathBuf> = OnceLock::new();
+    INITCTL.get_or_init(|| workspace_binary("initctl"))
+}
+
+/// Builds the binary `name` of the workspace package `name` with this
+/// test's profile and returns its path.
+fn workspace_binary(name: &str) -> PathBuf {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .or_else(|| option_env!("CARGO_TARGET_DIR").map(PathBuf::from))
+        .map(|t| if t.is_relative() { workspace.join(t) } else { t })
+        .unwrap_or_else(|| workspace.join("target"));
+    let profile = bin_dir()
+        .file_name()
+        .and_then(|p| p.to_str())
+        .unwrap_or("debug")
+        .to_string();
+    let binary = target.join(&profile).join(name);
+    // Built every time (once per test process): cheap when up to date,
+    // and the tests never run a stale binary. Cargo does not hold its
+    // build lock while tests run.
+    let cargo = option_env!("CARGO").unwrap_or("cargo");
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet", "-p", name, "--bin", name])
+        .current_dir(&workspace);
+    match profile.as_str() {
+        "debug" => {}
+        "release" => {
+            cmd.arg("--release");
         }
-        match cmd.status() {
-            Ok(status) => assert!(status.success(), "cargo build -p init --bin init: {status}"),
-            Err(e) if init.is_file() => {
-                eprintln!(
-                    "NOTE: cannot run {cargo} ({e}); using {} as it is",
-                    init.display()
-                )
-            }
-            Err(e) => panic!("no init binary at {} and cannot run {cargo}: {e}", init.display()),
+        other => {
+            cmd.args(["--profile", other]);
         }
-        assert!(init.is_file(), "no init binary at {}", init.display());
-        init
-    })
+    }
+    match cmd.status() {
+        Ok(status) => assert!(status.success(), "cargo build -p {name} --bin {name}: {status}"),
+        Err(e) if binary.is_file() => {
+            eprintln!(
+                "NOTE: cannot run {cargo} ({e}); using {} as it is",
+                binary.display()
+            )
+        }
+        Err(e) => panic!(
+            "no {name} binary at {} and cannot run {cargo}: {e}",
+            binary.display()
+        ),
+    }
+    assert!(binary.is_file(), "no {name} binary at {}", binary.display());
+    binary
 }
 
 /// Makes `cmd` run as `account` (when switching): supplementary groups,

@@ -217,9 +217,17 @@ async fn transport(
 /// fails or stalls.
 async fn write_outbox(conn: Connection, outbox: mpmc::Receiver<Message>, closer: Closer) {
     let Ok(rt) = SharedRuntime::current() else { return };
+    let mut batch = Vec::new();
     while let Ok(msg) = outbox.recv().await {
-        match rt.timeout(WRITE_TIMEOUT, conn.send(&msg)).await {
-            Ok(Ok(())) => {}
+        // Whatever else is queued goes out in the same writes.
+        batch.push(msg);
+        while batch.len() < 64
+            && let Ok(more) = outbox.try_recv()
+        {
+            batch.push(more);
+        }
+        match rt.timeout(WRITE_TIMEOUT, conn.send_all(&batch)).await {
+            Ok(Ok(())) => batch.clear(),
             _ => break,
         }
     }
@@ -294,8 +302,13 @@ async fn serve_bus(address: String, bridge: Arc<Bridge>) {
     let connected = async {
         let conn = Builder::address(address.as_str()).build().await?;
         let stream = zbus::MessageStream::from(&conn);
-        let reply = conn
-            .request_name_with_flags(upstart_dbus::BUS_NAME, zbus::fdo::RequestNameFlags::DO_NOT_QUEUE)
+        // Asked of the bus directly: zbus's own request_name expects its
+        // object server, which is not used here (the stream above already
+        // receives every call).
+        let name = zbus::names::WellKnownName::try_from(upstart_dbus::BUS_NAME)?;
+        let reply = zbus::fdo::DBusProxy::new(&conn)
+            .await?
+            .request_name(name, zbus::fdo::RequestNameFlags::DO_NOT_QUEUE)
             .await?;
         if reply != zbus::fdo::RequestNameReply::PrimaryOwner {
             return Err(zbus::Error::Failure(format!(

@@ -138,10 +138,17 @@ impl Bus {
 
     fn send(&mut self, conn: ConnId, msg: Message) {
         let Some(peer) = self.peers.get(&conn) else { return };
-        if peer.outbox.try_send(msg).is_err() {
-            tracing::warn!("D-Bus: a client does not read its messages; disconnecting it");
-            if let Some(p) = self.peers.remove(&conn) {
-                p.closer.close();
+        match peer.outbox.try_send(msg) {
+            Ok(()) => {}
+            Err(e) => {
+                // Closed: the peer is gone and its Disconnected is on its
+                // way; Full: it does not read.
+                if e.is_full() {
+                    tracing::warn!("D-Bus: a client does not read its messages; disconnecting it");
+                }
+                if let Some(p) = self.peers.remove(&conn) {
+                    p.closer.close();
+                }
             }
         }
     }
