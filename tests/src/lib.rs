@@ -713,6 +713,43 @@ impl Session {
         self.daemon.as_ref().expect("the daemon is not started").id() as i32
     }
 
+    /// The session file the daemon writes once it serves its private
+    /// socket: `$XDG_RUNTIME_DIR/upstart/sessions/PID.session`.
+    pub fn session_file(&self) -> PathBuf {
+        self.run_dir()
+            .join("upstart/sessions")
+            .join(format!("{}.session", self.pid()))
+    }
+
+    /// The address a session init serves (spec §5):
+    /// `unix:abstract=/com/ubuntu/upstart-session/UID/PID`.
+    pub fn address(&self) -> String {
+        format!(
+            "unix:abstract=/com/ubuntu/upstart-session/{}/{}",
+            self.account.uid,
+            self.pid()
+        )
+    }
+
+    /// Waits for the session file and returns the address it names (its
+    /// one line is `UPSTART_SESSION=ADDRESS`).
+    pub fn wait_address(&mut self) -> String {
+        let file = self.session_file();
+        let text = self.wait_for_value(&format!("the session file {}", file.display()), |_| {
+            fs::read_to_string(&file).ok().filter(|t| t.ends_with('\n'))
+        });
+        text.strip_prefix("UPSTART_SESSION=")
+            .and_then(|a| a.strip_suffix('\n'))
+            .filter(|a| !a.contains('\n'))
+            .unwrap_or_else(|| {
+                panic!(
+                    "{} is not one line UPSTART_SESSION=ADDRESS: {text:?}",
+                    file.display()
+                )
+            })
+            .to_string()
+    }
+
     /// Everything the daemon logged so far.
     pub fn daemon_log(&self) -> String {
         fs::read_to_string(self.root.join("daemon.log")).unwrap_or_default()
@@ -932,4 +969,164 @@ impl Drop for Session {
         self.kill_everything();
         let _ = fs::remove_dir_all(&self.root);
     }
+}
+
+// ---------------------------------------------------------------------------
+// Client programs (busctl, gdbus, dbus-send, …)
+
+/// What a client program did: its command line, exit status and output.
+#[derive(Debug, Clone)]
+pub struct ClientOutput {
+    pub command: String,
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl ClientOutput {
+    pub fn success(&self) -> bool {
+        self.status.success()
+    }
+
+    /// The standard output of a run that must have succeeded.
+    pub fn ok(&self) -> &str {
+        assert!(self.success(), "expected success:\n{self}");
+        &self.stdout
+    }
+
+    /// The standard error of a run that must have failed.
+    pub fn failed(&self) -> &str {
+        assert!(!self.success(), "expected failure:\n{self}");
+        &self.stderr
+    }
+}
+
+impl std::fmt::Display for ClientOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        /// Long output (a megabyte argument) is cut for the message.
+        fn cut(s: &str) -> String {
+            match s.char_indices().nth(2000) {
+                Some((i, _)) => format!("{}… ({} bytes)", &s[..i], s.len()),
+                None => s.to_string(),
+            }
+        }
+        write!(
+            f,
+            "$ {}\n{}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            cut(&self.command),
+            self.status,
+            cut(&self.stdout),
+            cut(&self.stderr)
+        )
+    }
+}
+
+/// A client program running in the background, its output captured.
+pub struct Client {
+    command: String,
+    child: Child,
+    stdout: Option<std::thread::JoinHandle<String>>,
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Client {
+    /// Starts `cmd` with stdin from `/dev/null`, capturing its output.
+    pub fn spawn(cmd: &mut Command) -> Client {
+        let command = std::iter::once(cmd.get_program())
+            .chain(cmd.get_args())
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run `{command}`: {e}"));
+        fn drain(mut r: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<String> {
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let _ = r.read_to_end(&mut buf);
+                String::from_utf8_lossy(&buf).into_owned()
+            })
+        }
+        let stdout = child.stdout.take().map(drain);
+        let stderr = child.stderr.take().map(drain);
+        Client {
+            command,
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Whether it has exited (without collecting its output).
+    pub fn exited(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_some()
+    }
+
+    fn collect(&mut self, status: ExitStatus) -> ClientOutput {
+        let join = |h: Option<std::thread::JoinHandle<String>>| h.map(|h| h.join().unwrap_or_default());
+        ClientOutput {
+            command: self.command.clone(),
+            status,
+            stdout: join(self.stdout.take()).unwrap_or_default(),
+            stderr: join(self.stderr.take()).unwrap_or_default(),
+        }
+    }
+
+    /// Waits (at most [`TIMEOUT`]) for it to exit; a client still running
+    /// then is killed and the test fails.
+    pub fn wait(mut self) -> ClientOutput {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return self.collect(status);
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let status = self.child.wait().expect("wait");
+                let out = self.collect(status);
+                panic!("`{}` did not finish within {TIMEOUT:?}:\n{out}", self.command);
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Kills it (SIGKILL) and collects what it wrote.
+    pub fn kill(mut self) -> ClientOutput {
+        let _ = self.child.kill();
+        let status = self.child.wait().expect("wait");
+        self.collect(status)
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs `cmd` to completion (at most [`TIMEOUT`]), capturing its output.
+pub fn run_client(cmd: &mut Command) -> ClientOutput {
+    Client::spawn(cmd).wait()
+}
+
+/// `setpriv --reuid=UID --regid=GID --clear-groups PROGRAM`: a command
+/// that runs `program` as another user (the caller must be root).
+pub fn command_as(uid: u32, gid: u32, program: &str) -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={gid}"))
+        .arg("--clear-groups")
+        .arg(program)
+        .current_dir("/");
+    cmd
 }
