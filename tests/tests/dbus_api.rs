@@ -952,10 +952,23 @@ fn job_start_stop_restart() {
             "{method} while stopping"
         );
     }
+    // A Start while stopping is allowed: it releases the waiting Stop
+    // (with success), and the instance goes round to running again once
+    // post-stop is over.
+    let mut start = Client::spawn(&mut api.call_cmd(&path, JOB, "Start", &["asb", "0", "true"]));
+    assert_eq!(stop.wait().ok(), "", "Stop released by Start");
+    assert_eq!(api.get(&instance, INSTANCE, "goal"), "s \"start\"\n");
+    assert_eq!(api.get(&instance, INSTANCE, "state"), "s \"post-stop\"\n");
+    assert!(!start.exited(), "Start returned during post-stop");
     fs::write(s.out("down"), "").expect("write down");
-    assert_eq!(stop.wait().ok(), "");
-    assert_eq!(api.ok(&path, JOB, "GetAllInstances", &[]), "ao 0\n");
+    assert_eq!(start.wait().ok(), format!("o \"{instance}\"\n"));
+    assert_eq!(api.get(&instance, INSTANCE, "state"), "s \"running\"\n");
     assert!(!upshot_tests::alive(pid), "main process {pid} outlived Stop");
+    assert_ne!(main_pid(&api, &instance), pid);
+
+    // post-stop passes at once now.
+    assert_eq!(api.ok(&path, JOB, "Stop", &["asb", "0", "true"]), "");
+    assert_eq!(api.ok(&path, JOB, "GetAllInstances", &[]), "ao 0\n");
 
     for method in ["Stop", "Restart"] {
         assert_eq!(
@@ -996,6 +1009,7 @@ fn job_start_task_waits_for_the_end() {
     let mut s = Session::new("dbus-task");
     s.write_job("once", "task\nexec @BIN@/waitfor --file @OUT@/go\n");
     s.write_job("fails", "task\nexec @BIN@/waitfor --file / --status 4\n");
+    s.write_job("unspawnable", "exec @ROOT@/no-such-program\n");
     let api = Api::start(&mut s);
     let (path, instance) = (job("once"), inst("once", "_"));
 
@@ -1010,14 +1024,22 @@ fn job_start_task_waits_for_the_end() {
         "the task is over"
     );
 
-    assert_eq!(
-        api.send_err(
-            &job("fails"),
-            &format!("{JOB}.Start"),
-            &["array:string:", "boolean:true"]
-        ),
-        upstart_error("JobFailed", "Job failed to start")
-    );
+    for name in ["fails", "unspawnable"] {
+        assert_eq!(
+            api.send_err(
+                &job(name),
+                &format!("{JOB}.Start"),
+                &["array:string:", "boolean:true"]
+            ),
+            upstart_error("JobFailed", "Job failed to start"),
+            "{name}"
+        );
+        assert_eq!(
+            api.ok(&job(name), JOB, "GetAllInstances", &[]),
+            "ao 0\n",
+            "{name}"
+        );
+    }
 }
 
 /// Waits until an instance's `state` property is `state`.
@@ -1039,7 +1061,10 @@ fn wait_state(s: &mut Session, api: &Api, path: &str, state: &str) {
 #[test]
 fn instance_objects_and_methods() {
     let mut s = Session::new("dbus-instances");
-    s.write_job("inst", "instance $N\nexec @BIN@/hup-counter --out @OUT@/hup-$N\n");
+    s.write_job(
+        "inst",
+        "instance $N\nusage \"inst N=NAME\"\nexec @BIN@/hup-counter --out @OUT@/hup-$N\n",
+    );
     s.write_job(
         "slow",
         "pre-start exec @BIN@/waitfor --file @OUT@/slow-go\nexec sleep 1000\n",
@@ -1068,9 +1093,19 @@ fn instance_objects_and_methods() {
         api.send_err(&path, &format!("{JOB}.GetInstanceByName"), &["string:zz"]),
         upstart_error("UnknownInstance", "Unknown instance: zz")
     );
-    // No N to expand the instance name with.
-    let err = api.send_err(&path, &format!("{JOB}.GetInstance"), &["array:string:"]);
-    assert!(err.starts_with(&format!("Error {INVALID_ARGS}: ")), "{err}");
+    // No N to expand the instance name with: the usage follows.
+    for method in ["GetInstance", "Start"] {
+        let args: &[&str] = if method == "Start" {
+            &["array:string:", "boolean:true"]
+        } else {
+            &["array:string:"]
+        };
+        assert_eq!(
+            api.send_err(&path, &format!("{JOB}.{method}"), args),
+            invalid("Unknown parameter: N\nUsage: inst N=NAME"),
+            "{method} without N"
+        );
+    }
 
     let rec = Record::parse(&s.wait_out("hup-web-1"));
     let pid = rec.num("pid") as i32;
@@ -1305,6 +1340,7 @@ fn signals_reach_a_monitor() {
     let mut s = Session::new("dbus-signals");
     s.write_job("svc", "exec sleep 1000\n");
     s.write_job("bad", "exec @BIN@/waitfor --file / --status 3\n");
+    s.write_job("unspawnable", "exec @ROOT@/no-such-program\n");
     let api = Api::start(&mut s);
     let monitor = Monitor::start(&mut s, &api);
 
@@ -1320,6 +1356,10 @@ fn signals_reach_a_monitor() {
     );
     api.ok(&job("bad"), JOB, "Start", &["asb", "0", "false"]);
     monitor.wait(&mut s, "Failed", |sig| sig.member == "Failed");
+    api.ok(&job("unspawnable"), JOB, "Start", &["asb", "0", "false"]);
+    monitor.wait(&mut s, "Failed of unspawnable", |sig| {
+        sig.member == "Failed" && sig.path == inst("unspawnable", "_")
+    });
     s.remove_job("fresh");
     let all = monitor.wait(&mut s, "JobRemoved", |sig| sig.member == "JobRemoved");
 
@@ -1374,7 +1414,7 @@ fn signals_reach_a_monitor() {
 
     let manager: Vec<(String, String)> = from(&all, MANAGER)
         .into_iter()
-        .filter(|(_, args)| !args.contains("JOB=\"bad\"") && !args.contains("\"JOB=bad\""))
+        .filter(|(_, args)| !args.contains("\"JOB=bad\"") && !args.contains("\"JOB=unspawnable\""))
         .collect();
     assert_eq!(
         manager,
@@ -1404,14 +1444,17 @@ fn signals_reach_a_monitor() {
         ]),
         "{all:#?}"
     );
-    // `bad` exited with status 3.
-    assert_eq!(
-        from(&all, &inst("bad", "_"))
-            .into_iter()
-            .filter(|(m, _)| m == "Failed")
-            .collect::<Vec<_>>(),
-        pairs(&[("Failed", "int32 3")])
-    );
+    // `bad` exited with status 3; `unspawnable` could not be spawned.
+    for (name, status) in [("bad", "int32 3"), ("unspawnable", "int32 -1")] {
+        assert_eq!(
+            from(&all, &inst(name, "_"))
+                .into_iter()
+                .filter(|(m, _)| m == "Failed")
+                .collect::<Vec<_>>(),
+            pairs(&[("Failed", status)]),
+            "{name}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------
