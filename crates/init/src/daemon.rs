@@ -372,13 +372,19 @@ impl Daemon {
         let (due, rest): (Vec<Sweep>, Vec<Sweep>) = self.sweeps.drain(..).partition(|s| s.at <= now);
         self.sweeps = rest;
         for s in due {
+            // The processes the instance runs now (a post-stop, the main
+            // process of a restart) are not leftovers.
+            let spare = self.tracked_pids(&s.key);
             let n = kill::signal_instance(
-                self.me,
-                Some(s.root),
-                &s.key.job,
-                &s.key.instance,
-                true,
-                s.cutoff,
+                &kill::Scope {
+                    daemon: self.me,
+                    root: Some(s.root),
+                    job: &s.key.job,
+                    instance: &s.key.instance,
+                    orphans: true,
+                    cutoff: s.cutoff,
+                    spare: &spare,
+                },
                 NixSignal::SIGKILL,
             );
             if n > 0 {
@@ -465,11 +471,21 @@ impl Daemon {
         {
             let since = self.main_started.get(&key).copied().unwrap_or(0);
             let procs = kill::scan();
-            let survivors: Vec<_> =
-                kill::instance_processes(&procs, self.me, None, &key.job, &key.instance, true, u64::MAX)
-                    .into_iter()
-                    .filter(|p| p.pid != pid && p.ppid == self.me && p.start >= since)
-                    .collect();
+            let survivors: Vec<_> = kill::instance_processes(
+                &procs,
+                &kill::Scope {
+                    daemon: self.me,
+                    root: None,
+                    job: &key.job,
+                    instance: &key.instance,
+                    orphans: true,
+                    cutoff: u64::MAX,
+                    spare: &[],
+                },
+            )
+            .into_iter()
+            .filter(|p| p.pid != pid && p.ppid == self.me && p.start >= since)
+            .collect();
             if let [only] = survivors.as_slice() {
                 tracing::warn!(
                     "{}: main process ({pid}) exited after more forks than `expect {}` declares; adopting {}",
@@ -623,8 +639,20 @@ impl Daemon {
         let main = process == ProcessKind::Main;
         // One scan of /proc serves every kill of a loop iteration (a
         // shutdown stops every job at once); spawning invalidates it.
+        let spare: Vec<i32> = self.tracked_pids(key).into_iter().filter(|p| *p != pid).collect();
         let procs = self.procs.get_or_insert_with(kill::scan);
-        for p in kill::instance_processes(procs, self.me, Some(pid), &key.job, &key.instance, main, cutoff) {
+        for p in kill::instance_processes(
+            procs,
+            &kill::Scope {
+                daemon: self.me,
+                root: Some(pid),
+                job: &key.job,
+                instance: &key.instance,
+                orphans: main,
+                cutoff,
+                spare: &spare,
+            },
+        ) {
             let _ = kill::signal_verified(&p, sig);
         }
         if main && sig != NixSignal::SIGKILL {
@@ -637,6 +665,14 @@ impl Daemon {
                 cutoff,
             });
         }
+    }
+
+    /// The live processes the engine tracks for an instance.
+    fn tracked_pids(&self, key: &InstanceKey) -> Vec<i32> {
+        self.engine
+            .instance(key)
+            .map(|i| ProcessKind::ALL.iter().filter_map(|k| i.pid(*k)).collect())
+            .unwrap_or_default()
     }
 
     /// SIGTERM (`shutdown`) or `EndSession` (`logout`) to a session init:
@@ -685,7 +721,18 @@ impl Daemon {
             for (job, class) in self.engine.classes() {
                 for (inst, i) in &class.instances {
                     let root = i.pid(ProcessKind::Main);
-                    kill::signal_instance(self.me, root, job, inst, true, u64::MAX, NixSignal::SIGKILL);
+                    kill::signal_instance(
+                        &kill::Scope {
+                            daemon: self.me,
+                            root,
+                            job,
+                            instance: inst,
+                            orphans: true,
+                            cutoff: u64::MAX,
+                            spare: &[],
+                        },
+                        NixSignal::SIGKILL,
+                    );
                     tracing::warn!("job {} failed to stop", InstanceKey::new(job, inst).display());
                 }
             }

@@ -72,19 +72,35 @@ fn tagged(pid: i32, job: &str, instance: &str) -> bool {
         && get("UPSTART_INSTANCE").as_deref() == Some(instance.as_bytes())
 }
 
+/// Which processes belong to an instance (see [`instance_processes`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Scope<'a> {
+    pub daemon: i32,
+    pub root: Option<i32>,
+    pub job: &'a str,
+    pub instance: &'a str,
+    pub orphans: bool,
+    pub cutoff: u64,
+    pub spare: &'a [i32],
+}
+
 /// The processes of an instance among `procs`: the group led by `root`,
 /// `root`'s descendants, and with `orphans` the orphans of `daemon` tagged
 /// with the instance (and their descendants), started no later than
-/// `cutoff` (clock ticks).
-pub fn instance_processes(
-    procs: &[Proc],
-    daemon: i32,
-    root: Option<i32>,
-    job: &str,
-    instance: &str,
-    orphans: bool,
-    cutoff: u64,
-) -> Vec<Proc> {
+/// `cutoff` (clock ticks), leaving out the processes in `spare` and their
+/// descendants (processes of the instance the daemon tracks and means to
+/// keep: start times are whole ticks, so a post-stop or the next main
+/// process may look as old as the cutoff).
+pub fn instance_processes(procs: &[Proc], scope: &Scope) -> Vec<Proc> {
+    let Scope {
+        daemon,
+        root,
+        job,
+        instance,
+        orphans,
+        cutoff,
+        spare,
+    } = *scope;
     let mut children: BTreeMap<i32, Vec<&Proc>> = BTreeMap::new();
     for p in procs {
         children.entry(p.ppid).or_default().push(p);
@@ -102,7 +118,7 @@ pub fn instance_processes(
         }
     }
     while let Some(pid) = stack.pop() {
-        if pid == daemon || pid <= 1 || !found.insert(pid) {
+        if pid == daemon || pid <= 1 || spare.contains(&pid) || !found.insert(pid) {
             continue;
         }
         for c in children.get(&pid).into_iter().flatten() {
@@ -189,16 +205,8 @@ pub fn signal_pid(
 
 /// Signals every process of an instance (see [`instance_processes`]);
 /// returns how many were signalled.
-pub fn signal_instance(
-    daemon: i32,
-    root: Option<i32>,
-    job: &str,
-    instance: &str,
-    orphans: bool,
-    cutoff: u64,
-    signal: nix::sys::signal::Signal,
-) -> usize {
-    let procs = instance_processes(&scan(), daemon, root, job, instance, orphans, cutoff);
+pub fn signal_instance(scope: &Scope, signal: nix::sys::signal::Signal) -> usize {
+    let procs = instance_processes(&scan(), scope);
     procs
         .iter()
         .filter(|p| signal_verified(p, signal).is_ok())
@@ -232,10 +240,21 @@ mod tests {
             p(103, 102, 103),
             p(200, 1, 200),
         ];
-        let found: Vec<i32> = instance_processes(&procs, 1, Some(100), "j", "", true, 99)
-            .iter()
-            .map(|p| p.pid)
-            .collect();
+        let found: Vec<i32> = instance_processes(
+            &procs,
+            &Scope {
+                daemon: 1,
+                root: Some(100),
+                job: "j",
+                instance: "",
+                orphans: true,
+                cutoff: 99,
+                spare: &[],
+            },
+        )
+        .iter()
+        .map(|p| p.pid)
+        .collect();
         assert_eq!(found, [100, 101, 102, 103]);
     }
 
@@ -244,20 +263,42 @@ mod tests {
         let mut late = p(101, 100, 100);
         late.start = 50;
         let procs = [p(100, 1, 100), late];
-        let found: Vec<i32> = instance_processes(&procs, 1, Some(100), "j", "", true, 20)
-            .iter()
-            .map(|p| p.pid)
-            .collect();
+        let found: Vec<i32> = instance_processes(
+            &procs,
+            &Scope {
+                daemon: 1,
+                root: Some(100),
+                job: "j",
+                instance: "",
+                orphans: true,
+                cutoff: 20,
+                spare: &[],
+            },
+        )
+        .iter()
+        .map(|p| p.pid)
+        .collect();
         assert_eq!(found, [100]);
     }
 
     #[test]
     fn the_daemon_and_pid_1_are_never_taken() {
         let procs = [p(1, 0, 1), p(100, 1, 1), p(101, 100, 1)];
-        let found: Vec<i32> = instance_processes(&procs, 100, Some(100), "j", "", true, 99)
-            .iter()
-            .map(|p| p.pid)
-            .collect();
+        let found: Vec<i32> = instance_processes(
+            &procs,
+            &Scope {
+                daemon: 100,
+                root: Some(100),
+                job: "j",
+                instance: "",
+                orphans: true,
+                cutoff: 99,
+                spare: &[],
+            },
+        )
+        .iter()
+        .map(|p| p.pid)
+        .collect();
         assert!(!found.contains(&1) && !found.contains(&100), "{found:?}");
     }
 
@@ -285,7 +326,18 @@ mod tests {
         }
         let mut found = Vec::new();
         while std::time::Instant::now() < deadline {
-            found = instance_processes(&scan(), me, None, &job, "", true, now_ticks() + 1000);
+            found = instance_processes(
+                &scan(),
+                &Scope {
+                    daemon: me,
+                    root: None,
+                    job: &job,
+                    instance: "",
+                    orphans: true,
+                    cutoff: now_ticks() + 1000,
+                    spare: &[],
+                },
+            );
             if !found.is_empty() {
                 break;
             }
@@ -299,12 +351,15 @@ mod tests {
         );
         assert_eq!(
             signal_instance(
-                me,
-                None,
-                &job,
-                "",
-                true,
-                now_ticks() + 1000,
+                &Scope {
+                    daemon: me,
+                    root: None,
+                    job: &job,
+                    instance: "",
+                    orphans: true,
+                    cutoff: now_ticks() + 1000,
+                    spare: &[]
+                },
                 nix::sys::signal::Signal::SIGKILL
             ),
             1

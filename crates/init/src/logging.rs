@@ -60,6 +60,10 @@ fn decode(n: u8) -> LevelFilter {
 /// Changes the level of the daemon's own messages.
 pub fn set_level(level: LevelFilter) {
     LEVEL.store(encode(level), Ordering::Relaxed);
+    // A filter's verdict is cached per call site (a `filter_fn` is taken
+    // to be static): drop the cache, or sites seen before keep the old
+    // level.
+    tracing::callsite::rebuild_interest_cache();
 }
 
 /// The level in force.

@@ -147,6 +147,9 @@ impl Bus {
                     tracing::warn!("D-Bus: a client does not read its messages; disconnecting it");
                 }
                 if let Some(p) = self.peers.remove(&conn) {
+                    if p.bus {
+                        self.bus_connected = false;
+                    }
                     p.closer.close();
                 }
             }
@@ -795,10 +798,6 @@ impl Daemon {
                     return Err(Failure::invalid("The log priority given was not recognised"));
                 };
                 logging::set_level(level);
-                // The filter's verdict is cached per call site (a
-                // `filter_fn` is taken to be static): drop the cache, or
-                // sites seen before keep the old level.
-                tracing::callsite::rebuild_interest_cache();
                 if let Some(b) = self.bus.as_mut() {
                     b.log_priority = text;
                 }
