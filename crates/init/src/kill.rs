@@ -222,6 +222,18 @@ pub fn daemon_pid() -> i32 {
 mod tests {
     use super::*;
 
+    fn scope<'a>(daemon: i32, root: Option<i32>, job: &'a str, cutoff: u64) -> Scope<'a> {
+        Scope {
+            daemon,
+            root,
+            job,
+            instance: "",
+            orphans: true,
+            cutoff,
+            spare: &[],
+        }
+    }
+
     fn p(pid: i32, ppid: i32, pgrp: i32) -> Proc {
         Proc {
             pid,
@@ -240,21 +252,10 @@ mod tests {
             p(103, 102, 103),
             p(200, 1, 200),
         ];
-        let found: Vec<i32> = instance_processes(
-            &procs,
-            &Scope {
-                daemon: 1,
-                root: Some(100),
-                job: "j",
-                instance: "",
-                orphans: true,
-                cutoff: 99,
-                spare: &[],
-            },
-        )
-        .iter()
-        .map(|p| p.pid)
-        .collect();
+        let found: Vec<i32> = instance_processes(&procs, &scope(1, Some(100), "j", 99))
+            .iter()
+            .map(|p| p.pid)
+            .collect();
         assert_eq!(found, [100, 101, 102, 103]);
     }
 
@@ -263,42 +264,20 @@ mod tests {
         let mut late = p(101, 100, 100);
         late.start = 50;
         let procs = [p(100, 1, 100), late];
-        let found: Vec<i32> = instance_processes(
-            &procs,
-            &Scope {
-                daemon: 1,
-                root: Some(100),
-                job: "j",
-                instance: "",
-                orphans: true,
-                cutoff: 20,
-                spare: &[],
-            },
-        )
-        .iter()
-        .map(|p| p.pid)
-        .collect();
+        let found: Vec<i32> = instance_processes(&procs, &scope(1, Some(100), "j", 20))
+            .iter()
+            .map(|p| p.pid)
+            .collect();
         assert_eq!(found, [100]);
     }
 
     #[test]
     fn the_daemon_and_pid_1_are_never_taken() {
         let procs = [p(1, 0, 1), p(100, 1, 1), p(101, 100, 1)];
-        let found: Vec<i32> = instance_processes(
-            &procs,
-            &Scope {
-                daemon: 100,
-                root: Some(100),
-                job: "j",
-                instance: "",
-                orphans: true,
-                cutoff: 99,
-                spare: &[],
-            },
-        )
-        .iter()
-        .map(|p| p.pid)
-        .collect();
+        let found: Vec<i32> = instance_processes(&procs, &scope(100, Some(100), "j", 99))
+            .iter()
+            .map(|p| p.pid)
+            .collect();
         assert!(!found.contains(&1) && !found.contains(&100), "{found:?}");
     }
 
@@ -326,18 +305,7 @@ mod tests {
         }
         let mut found = Vec::new();
         while std::time::Instant::now() < deadline {
-            found = instance_processes(
-                &scan(),
-                &Scope {
-                    daemon: me,
-                    root: None,
-                    job: &job,
-                    instance: "",
-                    orphans: true,
-                    cutoff: now_ticks() + 1000,
-                    spare: &[],
-                },
-            );
+            found = instance_processes(&scan(), &scope(me, None, &job, now_ticks() + 1000));
             if !found.is_empty() {
                 break;
             }
@@ -351,15 +319,7 @@ mod tests {
         );
         assert_eq!(
             signal_instance(
-                &Scope {
-                    daemon: me,
-                    root: None,
-                    job: &job,
-                    instance: "",
-                    orphans: true,
-                    cutoff: now_ticks() + 1000,
-                    spare: &[]
-                },
+                &scope(me, None, &job, now_ticks() + 1000),
                 nix::sys::signal::Signal::SIGKILL
             ),
             1

@@ -234,6 +234,21 @@ async fn write_outbox(conn: Connection, outbox: mpmc::Receiver<Message>, closer:
     closer.close();
 }
 
+/// Tells the main loop of a new connection and starts writing its
+/// outbox; returns its id.
+fn register(bridge: &Bridge, conn: &Connection, closer: Closer, bus: bool) -> ConnId {
+    let id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
+    let (outbox, out_rx) = mpmc::bounded(NonZeroUsize::new(OUTBOX).unwrap_or(NonZeroUsize::MIN));
+    bridge.push(Incoming::Connected {
+        conn: id,
+        bus,
+        outbox,
+        closer: closer.clone(),
+    });
+    zruntime::spawn(write_outbox(conn.clone(), out_rx, closer)).detach();
+    id
+}
+
 /// One peer-to-peer connection on the private socket.
 async fn serve_peer(stream: UnixStream, uid: u32, guid: Guid<'static>, bridge: Arc<Bridge>) {
     let handle = stream.try_clone().ok().map(Arc::new);
@@ -250,16 +265,7 @@ async fn serve_peer(stream: UnixStream, uid: u32, guid: Guid<'static>, bridge: A
         }
     };
     let conn = Connection::from(&messages);
-    let id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
-    let (outbox, out_rx) = mpmc::bounded(NonZeroUsize::new(OUTBOX).unwrap_or(NonZeroUsize::MIN));
-    let closer = Closer(handle, None);
-    bridge.push(Incoming::Connected {
-        conn: id,
-        bus: false,
-        outbox,
-        closer: closer.clone(),
-    });
-    zruntime::spawn(write_outbox(conn.clone(), out_rx, closer)).detach();
+    let id = register(&bridge, &conn, Closer(handle, None), false);
     while let Some(Ok(msg)) = futures_next(&mut messages).await {
         if msg.message_type() != Type::MethodCall {
             continue;
@@ -329,16 +335,7 @@ async fn serve_bus(address: String, bridge: Arc<Bridge>) {
         }
     };
     tracing::info!("D-Bus: connected to the bus at {address}");
-    let id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
-    let (outbox, out_rx) = mpmc::bounded(NonZeroUsize::new(OUTBOX).unwrap_or(NonZeroUsize::MIN));
-    let closer = Closer(None, Some(conn.clone()));
-    bridge.push(Incoming::Connected {
-        conn: id,
-        bus: true,
-        outbox,
-        closer: closer.clone(),
-    });
-    zruntime::spawn(write_outbox(conn.clone(), out_rx, closer)).detach();
+    let id = register(&bridge, &conn, Closer(None, Some(conn.clone())), true);
     let dbus = zbus::fdo::DBusProxy::new(&conn).await.ok();
     let mut uids: HashMap<String, u32> = HashMap::new();
     while let Some(Ok(msg)) = futures_next(&mut messages).await {
