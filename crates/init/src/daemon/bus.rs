@@ -380,27 +380,18 @@ impl Daemon {
             Some(Request { reply, wait })
         };
         match object {
-            None => Err(Failure::new(
-                E_UNKNOWN_OBJECT,
-                format!("No such object path '{path}'"),
-            )),
+            None => Err(unknown_object(&path)),
             Some(Object::Manager) => self.manager_call(call, &interface, &member, req),
             Some(Object::Job(job)) => {
                 if !self.engine.classes().contains_key(&job) {
-                    return Err(Failure::new(
-                        E_UNKNOWN_OBJECT,
-                        format!("No such object path '{path}'"),
-                    ));
+                    return Err(unknown_object(&path));
                 }
                 self.job_call(call, &job, &interface, &member, req)
             }
             Some(Object::Instance(job, inst)) => {
                 let key = InstanceKey::new(job, inst);
                 if self.engine.instance(&key).is_none() {
-                    return Err(Failure::new(
-                        E_UNKNOWN_OBJECT,
-                        format!("No such object path '{path}'"),
-                    ));
+                    return Err(unknown_object(&path));
                 }
                 self.instance_call(call, &key, &interface, &member, req)
             }
@@ -822,10 +813,7 @@ impl Daemon {
             }
             Some(Object::Job(job)) => {
                 let Some(class) = self.engine.classes().get(job) else {
-                    return Err(Failure::new(
-                        E_UNKNOWN_OBJECT,
-                        format!("No such object path '{path}'"),
-                    ));
+                    return Err(unknown_object(path));
                 };
                 xml.push_str(JOB_XML);
                 children.extend(class.instances.keys().map(|i| upstart_dbus::escape(i)));
@@ -842,10 +830,7 @@ impl Daemon {
                 } else if p.is_empty() {
                     children.push("com".into());
                 } else {
-                    return Err(Failure::new(
-                        E_UNKNOWN_OBJECT,
-                        format!("No such object path '{path}'"),
-                    ));
+                    return Err(unknown_object(path));
                 }
             }
         }
@@ -1062,6 +1047,10 @@ fn signal<B: Serialize + ZType>(path: &str, interface: &str, member: &str, body:
 
 fn path_signal(path: &str, interface: &str, member: &str, object: &str) -> Option<Message> {
     signal(path, interface, member, &object_path(object).ok()?)
+}
+
+fn unknown_object(path: &str) -> Failure {
+    Failure::new(E_UNKNOWN_OBJECT, format!("No such object path '{path}'"))
 }
 
 fn unknown_method(interface: &str, member: &str, path: &str) -> Failure {
