@@ -39,6 +39,7 @@ use crate::engine::{
 };
 use crate::joblog::JobLogs;
 use crate::kill;
+use crate::pid1::{self, Place, ShutdownKind};
 use crate::ptrace::{Traced, Tracker};
 use crate::spawn::{ScriptFeed, SpawnPlan, spawn};
 
@@ -63,6 +64,11 @@ pub struct Options {
     pub session_file: Option<(PathBuf, String)>,
     /// The private D-Bus address to listen on (`unix:abstract=…`).
     pub address: Option<String>,
+    /// A system init (process 1), and where; `None` for a session init.
+    pub system: Option<Place>,
+    /// A test aid (`--inject-panic-on-event NAME`): emitting this event
+    /// panics in the main loop, which must survive it.
+    pub inject_panic_on_event: Option<String>,
 }
 
 const MICROS: u64 = 1_000_000;
@@ -103,10 +109,33 @@ struct Daemon {
     /// The D-Bus side, when listening.
     bus: Option<bus::Bus>,
     own_uid: u32,
+    /// A system shutdown in progress.
+    system_shutdown: Option<SystemShutdown>,
+    /// The last `runlevel` event's `RUNLEVEL` (`PREVLEVEL` of the one a
+    /// shutdown emits).
+    runlevel: Option<String>,
 }
 
-/// Signals the loop takes through its signalfd.
-fn handled_signals() -> SigSet {
+/// The phases of a system shutdown: the jobs are stopped (bounded by the
+/// largest `kill timeout`), then every other process gets SIGTERM, then
+/// SIGKILL; each phase ends early when nothing is left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Jobs,
+    Term,
+    Kill,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct SystemShutdown {
+    kind: ShutdownKind,
+    phase: Phase,
+    until: Time,
+}
+
+/// Signals the loop takes through its signalfd (a system init also turns
+/// SIGPWR and SIGWINCH into events; a session init leaves them alone).
+fn handled_signals(system: bool) -> SigSet {
     let mut set = SigSet::empty();
     for s in [
         NixSignal::SIGCHLD,
@@ -117,13 +146,42 @@ fn handled_signals() -> SigSet {
     ] {
         set.add(s);
     }
+    if system {
+        set.add(NixSignal::SIGPWR);
+        set.add(NixSignal::SIGWINCH);
+    }
     set
 }
 
-/// Runs the daemon until it is asked to end; returns the exit status.
+/// Runs the daemon until it is asked to end; returns the exit status. A
+/// system init never returns: it ends in [`pid1::finish`], and if it cannot
+/// even start its main loop it reaps orphans for ever.
 pub fn run(opts: Options) -> i32 {
+    // A panic is logged where the daemon logs (the main loop catches it
+    // and goes on; see `main_loop`).
+    std::panic::set_hook(Box::new(|info| {
+        tracing::error!("internal error: {info}");
+    }));
+    let system = opts.system;
     match Daemon::new(opts) {
-        Ok(mut d) => d.main_loop(),
+        Ok(mut d) => {
+            let code = d.main_loop();
+            match (system, d.system_shutdown) {
+                (Some(place), Some(s)) => {
+                    drop(d);
+                    pid1::finish(s.kind, place)
+                }
+                (Some(_), None) => {
+                    tracing::error!("the main loop ended without a shutdown; reaping orphans from now on");
+                    pid1::reap_forever()
+                }
+                (None, _) => code,
+            }
+        }
+        Err(e) if system.is_some() => {
+            tracing::error!("unable to start the main loop: {e}; reaping orphans from now on");
+            pid1::reap_forever()
+        }
         Err(e) => {
             tracing::error!("unable to start: {e}");
             1
@@ -135,17 +193,30 @@ impl Daemon {
     fn new(opts: Options) -> Result<Daemon, String> {
         // Blocked before any thread starts, so that every thread inherits
         // the mask and the signals reach the signalfd alone.
-        let mask = handled_signals();
+        let mask = handled_signals(opts.system.is_some());
         sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None).map_err(|e| e.to_string())?;
         let own_uid = nix::unistd::getuid().as_raw();
         let bus = match &opts.address {
             Some(address) => {
-                let listener = crate::control::bind(address)
-                    .map_err(|e| format!("unable to listen on {address}: {e}"))?;
-                let control = Control::start(listener, own_uid)
-                    .map_err(|e| format!("unable to start the D-Bus thread: {e}"))?;
-                let priority = crate::logging::priority_name(crate::logging::current_level());
-                Some(bus::Bus::new(control, priority))
+                let started = crate::control::bind(address)
+                    .map_err(|e| format!("unable to listen on {address}: {e}"))
+                    .and_then(|listener| {
+                        Control::start(listener, own_uid)
+                            .map_err(|e| format!("unable to start the D-Bus thread: {e}"))
+                    });
+                match started {
+                    Ok(control) => {
+                        let priority = crate::logging::priority_name(crate::logging::current_level());
+                        Some(bus::Bus::new(control, priority))
+                    }
+                    // A system init goes on without D-Bus: it still
+                    // supervises its jobs, and it must not die.
+                    Err(e) if opts.system.is_some() => {
+                        tracing::error!("{e}; running without D-Bus control");
+                        None
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             None => None,
         };
@@ -195,6 +266,8 @@ impl Daemon {
             main_started: BTreeMap::new(),
             bus,
             own_uid,
+            system_shutdown: None,
+            runlevel: None,
         })
     }
 
@@ -226,10 +299,18 @@ impl Daemon {
             });
         }
         while self.exit.is_none() {
-            self.procs = None;
-            self.arm_timer();
-            self.wait_and_dispatch();
-            self.check_shutdown();
+            // A bug must not take the daemon down (as process 1 that would
+            // panic the kernel): the iteration is abandoned, logged by the
+            // panic hook, and the loop goes on.
+            let iteration = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.procs = None;
+                self.arm_timer();
+                self.wait_and_dispatch();
+                self.check_shutdown();
+            }));
+            if iteration.is_err() {
+                tracing::error!("the main loop recovered from an internal error; going on");
+            }
         }
         // What the last processes wrote before they ended is still in their
         // ptys: read it before the log files are flushed and closed.
@@ -344,10 +425,18 @@ impl Daemon {
     /// Arms the timerfd for the earliest of the engine's deadlines and the
     /// sweeps (and the shutdown bound), or disarms it.
     fn arm_timer(&mut self) {
+        // While processes are being signalled at the end of a system
+        // shutdown, /proc is looked at again every 100 ms (not every process
+        // left is our child, so no SIGCHLD need come).
+        let system = self.system_shutdown.map(|s| match s.phase {
+            Phase::Jobs => s.until,
+            Phase::Term | Phase::Kill => s.until.min(self.now() + 100_000),
+        });
         let deadline = [
             self.engine.next_deadline(),
             self.sweeps.iter().map(|s| s.at).min(),
             self.shutdown,
+            system,
         ]
         .into_iter()
         .flatten()
@@ -410,6 +499,21 @@ impl Daemon {
                     }
                 }
                 Ok(NixSignal::SIGTERM) if self.opts.user => self.begin_shutdown("shutdown"),
+                // Container managers stop a container with SIGTERM to its
+                // process 1; Upstart's re-exec on SIGTERM is not
+                // implemented, so the machine's init ignores it.
+                Ok(NixSignal::SIGTERM) if self.opts.system == Some(Place::Namespace) => {
+                    tracing::warn!("SIGTERM: shutting down (poweroff)");
+                    self.begin_system_shutdown(ShutdownKind::Poweroff);
+                }
+                Ok(NixSignal::SIGTERM) if self.opts.system.is_some() => {
+                    tracing::warn!("SIGTERM ignored: stateful re-exec is not implemented");
+                }
+                Ok(NixSignal::SIGINT) if self.opts.system.is_some() => self.emit_plain("control-alt-delete"),
+                Ok(NixSignal::SIGPWR) if self.opts.system.is_some() => {
+                    self.emit_plain("power-status-changed")
+                }
+                Ok(NixSignal::SIGWINCH) if self.opts.system.is_some() => self.emit_plain("keyboard-request"),
                 Ok(NixSignal::SIGUSR1) => self.reconnect_bus(),
                 Ok(other) => tracing::debug!("ignoring {other}"),
                 Err(_) => {}
@@ -507,8 +611,28 @@ impl Daemon {
         }
     }
 
+    /// Emits an event with no environment (from a signal).
+    fn emit_plain(&mut self, name: &str) {
+        tracing::info!("emitting {name}");
+        self.feed(Input::Emit {
+            name: name.to_string(),
+            env: Vec::new(),
+            by: None,
+        });
+    }
+
     /// Applies an input and everything it leads to.
     fn feed(&mut self, input: Input) {
+        if let Input::Emit { name, env, .. } = &input {
+            if self.opts.inject_panic_on_event.as_deref() == Some(name.as_str()) {
+                panic!("injected panic on event {name} (--inject-panic-on-event)");
+            }
+            if name == "runlevel"
+                && let Some(level) = env.iter().find_map(|e| e.strip_prefix("RUNLEVEL="))
+            {
+                self.runlevel = Some(level.to_string());
+            }
+        }
         let mut queue = VecDeque::from([input]);
         while let Some(input) = queue.pop_front() {
             let effects = self.engine.step(self.now(), input);
@@ -712,7 +836,127 @@ impl Daemon {
         self.shutdown = Some(self.now() + (largest + 1) * MICROS);
     }
 
+    /// A system shutdown (`Shutdown` over D-Bus, or SIGTERM to the process
+    /// 1 of a PID namespace): `shutdown TYPE=KIND` and `runlevel
+    /// RUNLEVEL=0|6 PREVLEVEL=…` are emitted, respawning stops, every
+    /// instance running is stopped (pre-stop, kill signal, `kill timeout`,
+    /// post-stop), jobs the events start may run meanwhile; then every
+    /// process left gets SIGTERM, then SIGKILL, and [`pid1::finish`] ends
+    /// it. A second request while one is in progress changes nothing.
+    pub(crate) fn begin_system_shutdown(&mut self, kind: ShutdownKind) {
+        if let Some(s) = self.system_shutdown {
+            tracing::info!("{}: already shutting down ({})", kind.name(), s.kind.name());
+            return;
+        }
+        tracing::warn!("system shutdown ({}): stopping every job", kind.name());
+        self.feed(Input::SetRespawn(false));
+        let keys = self.engine.instance_keys();
+        let prev = self.runlevel.clone().unwrap_or_else(|| "N".to_string());
+        self.feed(Input::Emit {
+            name: "shutdown".into(),
+            env: vec![format!("TYPE={}", kind.name())],
+            by: None,
+        });
+        self.feed(Input::Emit {
+            name: "runlevel".into(),
+            env: vec![
+                format!("RUNLEVEL={}", kind.runlevel()),
+                format!("PREVLEVEL={prev}"),
+            ],
+            by: None,
+        });
+        let largest = self
+            .engine
+            .classes()
+            .values()
+            .map(|c| c.conf.kill_timeout)
+            .max()
+            .unwrap_or(0);
+        for key in keys {
+            let reply = self.next_reply;
+            self.next_reply += 1;
+            self.feed(Input::InstanceStop {
+                key,
+                by: Some(Request { reply, wait: false }),
+            });
+        }
+        self.system_shutdown = Some(SystemShutdown {
+            kind,
+            phase: Phase::Jobs,
+            until: self.now() + (largest + 1) * MICROS,
+        });
+    }
+
+    /// Moves a system shutdown on when its phase is over (each phase
+    /// ends when nothing is left for it, or at its deadline).
+    fn check_system_shutdown(&mut self) {
+        let Some(mut s) = self.system_shutdown else { return };
+        loop {
+            let now = self.now();
+            match s.phase {
+                Phase::Jobs => {
+                    let live = self.engine.classes().values().any(|c| !c.instances.is_empty());
+                    if live && now < s.until {
+                        break;
+                    }
+                    for (job, class) in self.engine.classes() {
+                        for inst in class.instances.keys() {
+                            tracing::warn!("job {} failed to stop", InstanceKey::new(job, inst).display());
+                        }
+                    }
+                    // What the jobs wrote last is still in their ptys.
+                    if let Some(logs) = self.logs.as_mut() {
+                        logs.drain();
+                    }
+                    let n = pid1::signal_others(NixSignal::SIGTERM);
+                    if n > 0 {
+                        tracing::info!("sent SIGTERM to {n} process(es) left");
+                    }
+                    s.phase = Phase::Term;
+                    s.until = now + pid1::TERM_GRACE.as_micros() as Time;
+                }
+                Phase::Term => {
+                    if !pid1::others().is_empty() && now < s.until {
+                        break;
+                    }
+                    let n = pid1::signal_others(NixSignal::SIGKILL);
+                    if n > 0 {
+                        tracing::warn!("sent SIGKILL to {n} process(es) still alive");
+                    }
+                    s.phase = Phase::Kill;
+                    s.until = now + pid1::KILL_GRACE.as_micros() as Time;
+                }
+                Phase::Kill => {
+                    // Those that were our children are reaped first.
+                    self.reap();
+                    let left = pid1::others();
+                    if !left.is_empty() && now < s.until {
+                        break;
+                    }
+                    if !left.is_empty() {
+                        tracing::error!("{} process(es) survived SIGKILL", left.len());
+                    }
+                    if let Some(logs) = self.logs.as_mut() {
+                        logs.drain();
+                    }
+                    // Replies (to the Shutdown call among them) go out
+                    // before the end.
+                    if let Some(b) = self.bus.take() {
+                        b.flush(Duration::from_secs(1));
+                    }
+                    self.exit = Some(0);
+                    break;
+                }
+            }
+        }
+        self.system_shutdown = Some(s);
+    }
+
     fn check_shutdown(&mut self) {
+        if self.system_shutdown.is_some() {
+            self.check_system_shutdown();
+            return;
+        }
         let Some(at) = self.shutdown else { return };
         let live = self.engine.classes().values().any(|c| !c.instances.is_empty());
         if !live {

@@ -8,9 +8,10 @@
 //! - [`joblog`]: `console log` output into per-job log files.
 //! - [`conf`]: conf dirs, overrides and inotify.
 //! - [`session`], [`logging`]: session-init duties and the daemon's own log.
-//!
-//! Control over D-Bus and PID 1 duties come with their issues; see
-//! `shared/design.md`.
+//! - [`pid1`]: process-1 duties (early mounts, console, the end of a
+//!   shutdown).
+//! - [`control`]: the D-Bus transport thread (the API itself is in
+//!   `daemon/bus.rs`).
 
 pub mod conf;
 pub mod control;
@@ -19,6 +20,7 @@ pub mod engine;
 pub mod joblog;
 pub mod kill;
 pub mod logging;
+pub mod pid1;
 pub mod ptrace;
 pub mod session;
 pub mod spawn;

@@ -1,7 +1,9 @@
 //! The daemon's own log (design layer 6): `tracing` to journald when its
-//! socket is there, otherwise to standard error. `tracing-journald` cannot
-//! tell when journald goes away later (environment notes §7), so the
-//! choice is made once, at start-up.
+//! socket is there; otherwise, as process 1 of the machine, to the kernel
+//! log (`/dev/kmsg`, plus the console with `--verbose` or `--debug`);
+//! otherwise to standard error. `tracing-journald` cannot tell when
+//! journald goes away later (environment notes §7), so the choice is made
+//! once, at start-up.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -13,6 +15,10 @@ use tracing_subscriber::prelude::*;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sink {
     Journald,
+    /// `/dev/kmsg`, and the console (standard error) too when `console`.
+    Kmsg {
+        console: bool,
+    },
     Stderr,
 }
 
@@ -87,6 +93,13 @@ fn dynamic() -> tracing_subscriber::filter::FilterFn {
 
 /// Installs the global subscriber; returns where it logs.
 pub fn init(level: LevelFilter) -> Sink {
+    init_with(level, false)
+}
+
+/// [`init`] for a system init: `machine` (process 1 of the machine) logs
+/// to `/dev/kmsg` unless journald listens, and to the console as well when
+/// the level is `--verbose` or more.
+pub fn init_with(level: LevelFilter, machine: bool) -> Sink {
     set_level(level);
     if Path::new("/run/systemd/journal/socket").exists()
         && let Ok(layer) = tracing_journald::layer()
@@ -96,12 +109,98 @@ pub fn init(level: LevelFilter) -> Sink {
             .try_init();
         return Sink::Journald;
     }
-    let fmt = tracing_subscriber::fmt::layer()
+    if machine && let Ok(kmsg) = std::fs::OpenOptions::new().write(true).open("/dev/kmsg") {
+        let kmsg = tracing_subscriber::fmt::layer()
+            .with_writer(Kmsg(std::sync::Arc::new(kmsg)))
+            .with_ansi(false)
+            .with_level(false)
+            .with_target(false)
+            .without_time()
+            .with_filter(dynamic());
+        let console = level >= LevelFilter::INFO;
+        // The console layer sits behind its own filter: only when verbose.
+        let on_console = stderr().with_filter(tracing_subscriber::filter::filter_fn(move |meta| {
+            console && *meta.level() <= current_level()
+        }));
+        let _ = tracing_subscriber::registry()
+            .with(kmsg)
+            .with(on_console)
+            .try_init();
+        return Sink::Kmsg { console };
+    }
+    let _ = tracing_subscriber::registry()
+        .with(stderr().with_filter(dynamic()))
+        .try_init();
+    Sink::Stderr
+}
+
+/// Daemon messages on standard error.
+fn stderr<S>() -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .without_time()
-        .with_filter(dynamic());
-    let _ = tracing_subscriber::registry().with(fmt).try_init();
-    Sink::Stderr
+}
+
+/// Writes each message as one record of the kernel log, `<PRIORITY>init: `
+/// first (syslog priorities: error 3, warning 4, info 6, debug 7).
+#[derive(Clone)]
+struct Kmsg(std::sync::Arc<std::fs::File>);
+
+/// One message being formatted; written out whole when dropped.
+struct KmsgRecord {
+    file: std::sync::Arc<std::fs::File>,
+    buf: Vec<u8>,
+}
+
+impl std::io::Write for KmsgRecord {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for KmsgRecord {
+    fn drop(&mut self) {
+        // The kernel log keeps a record to about 1 KiB: longer messages
+        // are cut rather than lost.
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.truncate(1000);
+        let _ = std::io::Write::write(&mut &*self.file, &buf);
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Kmsg {
+    type Writer = KmsgRecord;
+
+    fn make_writer(&'a self) -> KmsgRecord {
+        self.record(6)
+    }
+
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> KmsgRecord {
+        let priority = match *meta.level() {
+            tracing::Level::ERROR => 3,
+            tracing::Level::WARN => 4,
+            tracing::Level::INFO => 6,
+            _ => 7,
+        };
+        self.record(priority)
+    }
+}
+
+impl Kmsg {
+    fn record(&self, priority: u8) -> KmsgRecord {
+        KmsgRecord {
+            file: self.0.clone(),
+            buf: format!("<{priority}>init: ").into_bytes(),
+        }
+    }
 }

@@ -1,15 +1,18 @@
-//! `init`: the upshot daemon. `init --user` runs a session init for the
-//! calling user; `init --check PATH…` parses job files the way the daemon
-//! does and reports every error. (PID 1 duties come with their issue.)
+//! `init`: the upshot daemon. As process 1 (of the machine or of a PID
+//! namespace) it is the system init; `init --user` runs a session init for
+//! the calling user; `init --check PATH…` parses job files the way the
+//! daemon does and reports every error.
 
 mod check;
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 use jobconf_parser::Console;
 
+use init::pid1::{self, Place};
 use init::{conf, daemon, logging, session};
 
 /// upshot init: an event-based init daemon compatible with Upstart.
@@ -79,13 +82,27 @@ struct Cli {
     #[arg(long)]
     debug: bool,
 
+    /// Do not serve D-Bus (no control with initctl).
+    #[arg(long)]
+    no_dbus: bool,
+
+    /// Test aid: emitting the event NAME panics inside the main loop,
+    /// which must log it and go on.
+    #[arg(long, value_name = "NAME", hide = true)]
+    inject_panic_on_event: Option<String>,
+
     /// With --check: job files or conf directories.
     #[arg(value_name = "PATH")]
     paths: Vec<PathBuf>,
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let has = |flag: &str| argv.iter().skip(1).any(|a| a == flag);
+    if pid1::is_pid1() && !has("--user") && !has("--check") {
+        system_main(&argv);
+    }
+    let cli = Cli::parse_from(&argv);
     if cli.check {
         if cli.paths.is_empty() {
             eprintln!("init: --check needs at least one PATH");
@@ -111,6 +128,184 @@ fn main() -> ExitCode {
     ExitCode::from(code.clamp(0, 255) as u8)
 }
 
+/// The system init: early set-up, the command line the kernel (or
+/// whoever started us) gave, logging, then the main loop. Never returns and
+/// never exits except at the end of a shutdown in a PID namespace.
+fn system_main(argv: &[OsString]) -> ! {
+    let setup = pid1::early_setup();
+    let (ours, ignored) = kernel_args(argv);
+    let (cli, parse_error) = match Cli::try_parse_from(&ours) {
+        Ok(cli) => (cli, None),
+        Err(e) => (Cli::parse_from(["init"]), Some(e.to_string())),
+    };
+    logging::init_with(
+        logging::level(cli.quiet, cli.verbose, cli.debug),
+        setup.place == Place::Machine,
+    );
+    tracing::info!(
+        "upshot {} starting as process 1 of {}",
+        env!("CARGO_PKG_VERSION"),
+        setup.place.name()
+    );
+    for note in &setup.notes {
+        if note.warning {
+            tracing::warn!("{}", note.text);
+        } else {
+            tracing::info!("{}", note.text);
+        }
+    }
+    for arg in &ignored {
+        tracing::info!("ignoring argument {arg}");
+    }
+    if let Some(e) = parse_error {
+        tracing::warn!("bad command line ({}); using the defaults", e.trim());
+    }
+    if !nix::unistd::geteuid().is_root() {
+        tracing::warn!("not running as root: jobs run as this user, and mounts may fail");
+    }
+    daemon::run(system_options(&cli, setup.place));
+    pid1::reap_forever()
+}
+
+/// Options a system init takes, and whether each takes a value; Upstart's
+/// options that upshot does not implement are accepted and ignored.
+const SYSTEM_FLAGS: &[&str] = &[
+    "-v",
+    "--verbose",
+    "-q",
+    "--quiet",
+    "--debug",
+    "--no-startup-event",
+    "--no-log",
+    "--no-inherit-env",
+    "--no-dbus",
+];
+const SYSTEM_VALUES: &[&str] = &[
+    "--confdir",
+    "--prepend-confdir",
+    "--append-confdir",
+    "--logdir",
+    "--default-console",
+    "--startup-event",
+    "--inject-panic-on-event",
+];
+const UPSTART_UNIMPLEMENTED_FLAGS: &[&str] = &[
+    "--no-cgroups",
+    "--session",
+    "--chroot-sessions",
+    "--restart",
+    "--write-state-file",
+];
+const UPSTART_UNIMPLEMENTED_VALUES: &[&str] = &["--state-fd"];
+
+/// Splits the command line of a system init into what is ours (argv[0]
+/// first, ready for the parser) and what is ignored: the kernel passes init
+/// every word of its command line it does not know (`splash`, `single`,
+/// `ro`…), and `--option=value` and `--option value` are both accepted.
+fn kernel_args(argv: &[OsString]) -> (Vec<OsString>, Vec<String>) {
+    let mut ours = vec![argv.first().cloned().unwrap_or_else(|| "init".into())];
+    let mut ignored = Vec::new();
+    let mut i = 1;
+    while i < argv.len() {
+        let arg = argv[i].to_string_lossy().into_owned();
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let takes_value =
+            SYSTEM_VALUES.contains(&name.as_str()) || UPSTART_UNIMPLEMENTED_VALUES.contains(&name.as_str());
+        let value = match (&inline, takes_value) {
+            (Some(v), true) => Some(v.clone()),
+            (None, true) => {
+                i += 1;
+                argv.get(i).map(|v| v.to_string_lossy().into_owned())
+            }
+            _ => None,
+        };
+        if SYSTEM_FLAGS.contains(&arg.as_str()) {
+            ours.push(arg.into());
+        } else if SYSTEM_VALUES.contains(&name.as_str()) && value.is_some() {
+            ours.push(name.into());
+            ours.push(value.unwrap_or_default().into());
+        } else if takes_value {
+            ignored.push(match value {
+                Some(v) => format!("{name} {v} (not implemented)"),
+                None => name,
+            });
+        } else if UPSTART_UNIMPLEMENTED_FLAGS.contains(&arg.as_str()) {
+            ignored.push(format!("{arg} (not implemented)"));
+        } else {
+            ignored.push(arg);
+        }
+        i += 1;
+    }
+    (ours, ignored)
+}
+
+/// `--startup-event`/`--no-startup-event`: the event to emit, if any.
+fn startup_event(cli: &Cli) -> Option<String> {
+    match (&cli.startup_event, cli.no_startup_event) {
+        (_, true) => None,
+        (Some(name), false) => Some(name.clone()),
+        (None, false) => Some("startup".to_string()),
+    }
+}
+
+fn default_console(cli: &Cli) -> Console {
+    cli.default_console
+        .as_deref()
+        .and_then(Console::from_name)
+        .unwrap_or(Console::Log)
+}
+
+fn process_env() -> Vec<String> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some(format!("{}={}", k.to_str()?, v.to_str()?)))
+        .collect()
+}
+
+/// The system init's settings (spec §2.5): jobs from `/etc/init` (or
+/// `$UPSTART_CONFDIR`, or `--confdir`), logs in `/var/log/upstart` (or
+/// `$UPSTART_LOGDIR`, `--logdir`; buffered until the directory is
+/// writable), the private socket `unix:abstract=/com/ubuntu/upstart`, and
+/// a job environment of `PATH` and `TERM` only, as Upstart's: a system
+/// init does not pass on its own environment (the kernel's).
+fn system_options(cli: &Cli, place: Place) -> daemon::Options {
+    let env = |k: &str| std::env::var(k).ok();
+    let defaults = vec![PathBuf::from(
+        env("UPSTART_CONFDIR").unwrap_or_else(|| "/etc/init".into()),
+    )];
+    let conf_dirs =
+        conf::apply_dir_options(defaults, &cli.confdir, &cli.prepend_confdir, &cli.append_confdir);
+    let log_dir = (!cli.no_log).then(|| {
+        cli.logdir
+            .clone()
+            .or_else(|| env("UPSTART_LOGDIR").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("/var/log/upstart"))
+    });
+    let mut global_env = vec![format!(
+        "PATH={}",
+        env("PATH").unwrap_or_else(|| pid1::DEFAULT_PATH.into())
+    )];
+    if let Some(term) = env("TERM") {
+        global_env.push(format!("TERM={term}"));
+    }
+    daemon::Options {
+        user: false,
+        conf_dirs,
+        log_dir,
+        default_console: default_console(cli),
+        startup_event: startup_event(cli),
+        global_env,
+        process_env: process_env(),
+        final_env: Vec::new(),
+        session_file: None,
+        address: (!cli.no_dbus).then(|| upstart_dbus::SYSTEM_ADDRESS.to_string()),
+        system: Some(place),
+        inject_panic_on_event: cli.inject_panic_on_event.clone(),
+    }
+}
+
 /// The session init's settings from the command line and environment
 /// (spec §5).
 fn user_options(cli: &Cli) -> daemon::Options {
@@ -131,19 +326,9 @@ fn user_options(cli: &Cli) -> daemon::Options {
                 .unwrap_or_else(|| session::log_dir(&env)),
         )
     };
-    let default_console = cli
-        .default_console
-        .as_deref()
-        .and_then(Console::from_name)
-        .unwrap_or(Console::Log);
-    let startup_event = match (&cli.startup_event, cli.no_startup_event) {
-        (_, true) => None,
-        (Some(name), false) => Some(name.clone()),
-        (None, false) => Some("startup".to_string()),
-    };
-    let process_env: Vec<String> = std::env::vars_os()
-        .filter_map(|(k, v)| Some(format!("{}={}", k.to_str()?, v.to_str()?)))
-        .collect();
+    let default_console = default_console(cli);
+    let startup_event = startup_event(cli);
+    let process_env = process_env();
     let global_env = if cli.no_inherit_env {
         let mut table = vec![format!(
             "PATH={}",
@@ -172,7 +357,77 @@ fn user_options(cli: &Cli) -> daemon::Options {
         global_env,
         process_env,
         final_env: vec![format!("UPSTART_SESSION={address}")],
-        session_file: session::session_file(&env, pid).map(|p| (p, address.clone())),
-        address: Some(address),
+        session_file: if cli.no_dbus {
+            None
+        } else {
+            session::session_file(&env, pid).map(|p| (p, address.clone()))
+        },
+        address: (!cli.no_dbus).then_some(address),
+        system: None,
+        inject_panic_on_event: cli.inject_panic_on_event.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(line: &str) -> (Vec<String>, Vec<String>) {
+        let argv: Vec<OsString> = line.split(' ').map(OsString::from).collect();
+        let (ours, ignored) = kernel_args(&argv);
+        (
+            ours.into_iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect(),
+            ignored,
+        )
+    }
+
+    #[test]
+    fn kernel_arguments_ours_and_ignored() {
+        let (ours, ignored) = split(
+            "/sbin/init splash --verbose --confdir=/etc/x single --logdir /l --no-cgroups --state-fd 3 -v --bogus --startup-event",
+        );
+        assert_eq!(
+            ours,
+            [
+                "/sbin/init",
+                "--verbose",
+                "--confdir",
+                "/etc/x",
+                "--logdir",
+                "/l",
+                "-v"
+            ]
+        );
+        assert_eq!(
+            ignored,
+            [
+                "splash",
+                "single",
+                "--no-cgroups (not implemented)",
+                "--state-fd 3 (not implemented)",
+                "--bogus",
+                "--startup-event"
+            ]
+        );
+        let cli = Cli::try_parse_from(split("init --default-console output --no-dbus -q").0).unwrap();
+        assert_eq!(default_console(&cli), Console::Output);
+        assert!(cli.no_dbus && cli.quiet);
+        // What clap refuses is reported and the defaults are used.
+        assert!(Cli::try_parse_from(split("init --default-console bogus").0).is_err());
+    }
+
+    #[test]
+    fn system_defaults() {
+        let cli = Cli::parse_from(["init"]);
+        let o = system_options(&cli, Place::Namespace);
+        assert_eq!(o.address.as_deref(), Some(upstart_dbus::SYSTEM_ADDRESS));
+        assert_eq!(o.startup_event.as_deref(), Some("startup"));
+        assert!(o.global_env.iter().any(|e| e.starts_with("PATH=")));
+        assert!(!o.user && o.session_file.is_none() && o.final_env.is_empty());
+        if std::env::var_os("UPSTART_LOGDIR").is_none() {
+            assert_eq!(o.log_dir, Some(PathBuf::from("/var/log/upstart")));
+        }
     }
 }

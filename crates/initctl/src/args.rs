@@ -4,8 +4,8 @@
 //! anywhere after it; short options grouped (`-gr`), an option's value as
 //! the rest of a group, after `=` or as the next non-option argument; `--`
 //! ends the options. Invoked as `start`, `stop`, `restart`, `reload`,
-//! `status` or `emit` the program is that command. Errors carry libnih's
-//! texts.
+//! `status`, `emit`, `poweroff`, `reboot`, `halt` or `shutdown` the program
+//! is that command. Errors carry libnih's texts.
 
 use std::path::Path;
 
@@ -36,7 +36,21 @@ pub enum Command {
     ListEnv,
     ResetEnv,
     ListSessions,
+    /// upshot's own: shut the system down (`io.upshot.Init1.Shutdown`).
+    Poweroff,
+    Reboot,
+    Halt,
+    /// `shutdown -h|-P|-H|-r now`.
+    Shutdown,
     Help,
+}
+
+/// What `shutdown` was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownMode {
+    Poweroff,
+    Reboot,
+    Halt,
 }
 
 /// A bus chosen with `--system` or `--session`.
@@ -70,6 +84,8 @@ pub struct Options {
     pub global: bool,
     /// `-r`/`--retain` (set-env).
     pub retain: bool,
+    /// `shutdown -h`, `-P`, `-H`, `-r`, the last one given.
+    pub shutdown: Option<ShutdownMode>,
 }
 
 impl Default for Options {
@@ -85,6 +101,7 @@ impl Default for Options {
             warn: false,
             global: false,
             retain: false,
+            shutdown: None,
         }
     }
 }
@@ -127,6 +144,9 @@ enum OptId {
     Warn,
     Global,
     Retain,
+    ShutdownPoweroff,
+    ShutdownReboot,
+    ShutdownHalt,
 }
 
 struct OptSpec {
@@ -267,6 +287,32 @@ static SET_ENV_OPTIONS: &[OptSpec] = &[
         OptId::Retain,
     ),
 ];
+static SHUTDOWN_OPTIONS: &[OptSpec] = &[
+    opt(
+        Some('r'),
+        "reboot",
+        "reboot after shutdown",
+        OptId::ShutdownReboot,
+    ),
+    opt(
+        Some('h'),
+        "halt",
+        "halt or power off after shutdown",
+        OptId::ShutdownPoweroff,
+    ),
+    opt(
+        Some('P'),
+        "poweroff",
+        "power off after shutdown",
+        OptId::ShutdownPoweroff,
+    ),
+    opt(
+        Some('H'),
+        "halt-only",
+        "halt after shutdown (do not power off)",
+        OptId::ShutdownHalt,
+    ),
+];
 static NO_OPTIONS: &[OptSpec] = &[];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -274,6 +320,7 @@ enum Group {
     Job,
     Event,
     Environment,
+    System,
 }
 
 impl Group {
@@ -282,6 +329,7 @@ impl Group {
             Group::Job => "Job",
             Group::Event => "Event",
             Group::Environment => "Environment",
+            Group::System => "System",
         }
     }
 }
@@ -535,6 +583,54 @@ static COMMANDS: &[CommandSpec] = &[
         options: NO_OPTIONS,
     },
     CommandSpec {
+        name: "poweroff",
+        command: Command::Poweroff,
+        usage: None,
+        synopsis: "Stop every job and power the system off.",
+        help: Some(
+            "Asks the init daemon to shut down: every job is stopped, every other process \
+             killed, and the machine powered off (process 1 of a PID namespace exits instead).",
+        ),
+        group: Some(Group::System),
+        options: NO_OPTIONS,
+    },
+    CommandSpec {
+        name: "reboot",
+        command: Command::Reboot,
+        usage: None,
+        synopsis: "Stop every job and reboot the system.",
+        help: Some(
+            "Asks the init daemon to shut down: every job is stopped, every other process \
+             killed, and the machine rebooted (process 1 of a PID namespace exits instead).",
+        ),
+        group: Some(Group::System),
+        options: NO_OPTIONS,
+    },
+    CommandSpec {
+        name: "halt",
+        command: Command::Halt,
+        usage: None,
+        synopsis: "Stop every job and halt the system.",
+        help: Some(
+            "Asks the init daemon to shut down: every job is stopped, every other process \
+             killed, and the machine halted (process 1 of a PID namespace exits instead).",
+        ),
+        group: Some(Group::System),
+        options: NO_OPTIONS,
+    },
+    CommandSpec {
+        name: "shutdown",
+        command: Command::Shutdown,
+        usage: Some("-h|-P|-H|-r now"),
+        synopsis: "Shut the system down now.",
+        help: Some(
+            "With -r reboot, with -h or -P power off, with -H halt, as poweroff, reboot and halt \
+             do. Only `now' is supported as the time.",
+        ),
+        group: Some(Group::System),
+        options: SHUTDOWN_OPTIONS,
+    },
+    CommandSpec {
         name: "help",
         command: Command::Help,
         usage: None,
@@ -546,7 +642,9 @@ static COMMANDS: &[CommandSpec] = &[
 ];
 
 /// The commands a link to `initctl` may be named after.
-pub const LINK_NAMES: &[&str] = &["start", "stop", "restart", "reload", "status", "emit"];
+pub const LINK_NAMES: &[&str] = &[
+    "start", "stop", "restart", "reload", "status", "emit", "poweroff", "reboot", "halt", "shutdown",
+];
 
 /// The basename of argv[0], which prefixes every message.
 pub fn program_name(argv0: Option<&str>) -> String {
@@ -761,6 +859,9 @@ fn apply(id: OptId, value: Option<&str>, options: &mut Options) {
         OptId::Warn => options.warn = true,
         OptId::Global => options.global = true,
         OptId::Retain => options.retain = true,
+        OptId::ShutdownPoweroff => options.shutdown = Some(ShutdownMode::Poweroff),
+        OptId::ShutdownReboot => options.shutdown = Some(ShutdownMode::Reboot),
+        OptId::ShutdownHalt => options.shutdown = Some(ShutdownMode::Halt),
         OptId::Help | OptId::Version => {}
     }
 }
@@ -876,6 +977,7 @@ fn commands_help(program: &str) -> String {
         Some(Group::Job),
         Some(Group::Event),
         Some(Group::Environment),
+        Some(Group::System),
         None,
     ];
     for group in groups {
@@ -1074,6 +1176,40 @@ mod tests {
         assert_eq!(ok("upshot-ctl list").command, Command::List);
         assert_eq!(link_command("list"), None);
         assert_eq!(link_command("initctl"), None);
+    }
+
+    #[test]
+    fn shutdown_links_and_options() {
+        for (name, command) in [
+            ("poweroff", Command::Poweroff),
+            ("reboot", Command::Reboot),
+            ("halt", Command::Halt),
+        ] {
+            let inv = ok(&format!("/sbin/{name}"));
+            assert_eq!((inv.program.as_str(), inv.command), (name, command));
+            assert_eq!(ok(&format!("initctl {name}")).command, command);
+        }
+        let inv = ok("/sbin/shutdown -r now");
+        assert_eq!(inv.command, Command::Shutdown);
+        assert_eq!(inv.options.shutdown, Some(ShutdownMode::Reboot));
+        assert_eq!(inv.args, ["now"]);
+        assert_eq!(
+            ok("shutdown -h now").options.shutdown,
+            Some(ShutdownMode::Poweroff)
+        );
+        assert_eq!(
+            ok("shutdown -P now").options.shutdown,
+            Some(ShutdownMode::Poweroff)
+        );
+        assert_eq!(ok("shutdown -H now").options.shutdown, Some(ShutdownMode::Halt));
+        assert_eq!(
+            ok("shutdown -r -h now").options.shutdown,
+            Some(ShutdownMode::Poweroff)
+        );
+        assert_eq!(
+            usage("poweroff -f"),
+            "poweroff: invalid option: -f\nTry `poweroff --help' for more information.\n"
+        );
     }
 
     #[test]

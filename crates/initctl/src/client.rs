@@ -10,7 +10,9 @@ use zbus::proxy::{CacheProperties, MethodFlags};
 use zbus::wire::DynamicDeserialize;
 use zbus::{Connection, DBusError, DynamicType, OwnedObjectPath, OwnedVariant, Proxy};
 
-use upstart_dbus::{ERROR_PREFIX, INSTANCE_INTERFACE, JOB_INTERFACE, MANAGER_INTERFACE, MANAGER_PATH};
+use upstart_dbus::{
+    ERROR_PREFIX, INSTANCE_INTERFACE, JOB_INTERFACE, MANAGER_INTERFACE, MANAGER_PATH, UPSHOT_INTERFACE,
+};
 
 use crate::conditions::JobConditions;
 use crate::status::InstanceStatus;
@@ -237,6 +239,13 @@ impl Upstart {
 
     pub async fn notify_dbus_address(&self, address: &str) -> Result<()> {
         self.manager("NotifyDBusAddress", &(address,)).await
+    }
+
+    /// upshot's `io.upshot.Init1.Shutdown`: `how` is `poweroff`, `reboot`
+    /// or `halt`.
+    pub async fn shutdown(&self, how: &str) -> Result<()> {
+        self.call(MANAGER_PATH, UPSHOT_INTERFACE, "Shutdown", &(how,))
+            .await
     }
 
     pub async fn notify_cgroup_manager_address(&self, address: &str) -> Result<()> {

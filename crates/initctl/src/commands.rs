@@ -4,7 +4,7 @@
 
 use std::ffi::CString;
 
-use crate::args::{Command, Invocation, Options};
+use crate::args::{Command, Invocation, Options, ShutdownMode};
 use crate::client::{CallError, Path, Upstart};
 use crate::conditions::{check_config, enumerate, render};
 use crate::output::Ui;
@@ -99,6 +99,28 @@ fn missing_argument(inv: &Invocation, env: &Env) -> Option<&'static str> {
         Command::SetEnv => (!has_arg).then_some("missing variable value"),
         Command::NotifyDbusAddress => (!has_arg).then_some("missing D-Bus address"),
         Command::NotifyCgroupManagerAddress => (!has_arg).then_some("missing cgroup manager address"),
+        Command::Shutdown => match (inv.options.shutdown, inv.args.first().map(String::as_str)) {
+            (None, _) => Some("one of -h, -P, -H or -r is needed"),
+            (_, None) => Some("missing time"),
+            (_, Some("now" | "+0" | "0")) => None,
+            (_, Some(_)) => Some("only `now' is supported as the time"),
+        },
+        Command::Poweroff | Command::Reboot | Command::Halt => has_arg.then_some("unexpected argument"),
+        _ => None,
+    }
+}
+
+/// The `how` of `Shutdown` for a shutdown command.
+fn shutdown_how(inv: &Invocation) -> Option<&'static str> {
+    match inv.command {
+        Command::Poweroff => Some("poweroff"),
+        Command::Reboot => Some("reboot"),
+        Command::Halt => Some("halt"),
+        Command::Shutdown => inv.options.shutdown.map(|m| match m {
+            ShutdownMode::Poweroff => "poweroff",
+            ShutdownMode::Reboot => "reboot",
+            ShutdownMode::Halt => "halt",
+        }),
         _ => None,
     }
 }
@@ -112,6 +134,15 @@ pub fn run(inv: &Invocation, env: &Env) -> i32 {
     }
     if inv.command == Command::ListSessions {
         return list_sessions(&mut ui, env);
+    }
+    if shutdown_how(inv).is_some() {
+        // The shutdown we ask for sends SIGTERM (and SIGHUP) to every
+        // process: this one finishes by itself once answered.
+        // SAFETY: setting a disposition before any thread exists.
+        unsafe {
+            libc::signal(libc::SIGTERM, libc::SIG_IGN);
+            libc::signal(libc::SIGHUP, libc::SIG_IGN);
+        }
     }
     let transport = match transport::choose(&inv.options, env.upstart_session.as_deref(), env.uid) {
         Ok(t) => t,
@@ -212,6 +243,10 @@ async fn dispatch(up: &Upstart, inv: &Invocation, env: &Env, ui: &mut Ui) -> Res
             Ok(0)
         }
         Command::ResetEnv => up.reset_env(&env.job_details(opts.global)).await.map(|()| 0),
+        Command::Poweroff | Command::Reboot | Command::Halt | Command::Shutdown => {
+            let how = shutdown_how(inv).expect("checked before connecting");
+            up.shutdown(how).await.map(|()| 0)
+        }
         Command::ListSessions | Command::Help => unreachable!("handled without a connection"),
     }
 }

@@ -14,6 +14,9 @@ pub const INSTANCE_INTERFACE: &str = "com.ubuntu.Upstart0_6.Instance";
 pub const MANAGER_PATH: &str = "/com/ubuntu/Upstart";
 /// The parent of every job object.
 pub const JOBS_PATH: &str = "/com/ubuntu/Upstart/jobs";
+/// upshot's own interface on the manager object, beside Upstart's:
+/// `Shutdown(s how)` with `how` one of `poweroff`, `reboot`, `halt`.
+pub const UPSHOT_INTERFACE: &str = "io.upshot.Init1";
 /// PID 1's private peer-to-peer address.
 pub const SYSTEM_ADDRESS: &str = "unix:abstract=/com/ubuntu/upstart";
 /// The prefix of every Upstart error name.

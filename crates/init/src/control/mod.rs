@@ -15,7 +15,7 @@ use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -81,6 +81,8 @@ impl Closer {
 pub struct Bridge {
     queue: Mutex<VecDeque<Incoming>>,
     ready: EventFd,
+    /// Outbox writers still running (see [`Control::flush`]).
+    writers: AtomicUsize,
 }
 
 impl Bridge {
@@ -88,6 +90,7 @@ impl Bridge {
         Ok(Bridge {
             queue: Mutex::new(VecDeque::new()),
             ready: EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?,
+            writers: AtomicUsize::new(0),
         })
     }
 
@@ -136,10 +139,36 @@ impl Control {
         let bridge = Arc::new(Bridge::new()?);
         let (commands, receive) = mpmc::unbounded();
         let b = bridge.clone();
-        std::thread::Builder::new()
-            .name("dbus".into())
-            .spawn(move || zbus::block_on(transport(listener, own_uid, b, receive)))?;
+        std::thread::Builder::new().name("dbus".into()).spawn(move || {
+            // A panic here would end D-Bus control for good: the
+            // transport starts again on the same socket (the connections
+            // it had are lost; the main loop forgets them as their
+            // outboxes close).
+            for attempt in 1.. {
+                let Ok(listener) = listener.try_clone() else {
+                    return;
+                };
+                let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    zbus::block_on(transport(listener, own_uid, b.clone(), receive.clone()))
+                }));
+                if run.is_ok() {
+                    return;
+                }
+                tracing::error!("D-Bus: the transport failed (attempt {attempt}); starting it again");
+                std::thread::sleep(Duration::from_millis(100 * attempt.min(50)));
+            }
+        })?;
         Ok(Control { bridge, commands })
+    }
+
+    /// Waits (at most `timeout`) until every outbox writer has ended, so
+    /// that what was queued is written before the process ends. The main
+    /// loop drops the outboxes first.
+    pub fn flush(&self, timeout: Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        while self.bridge.writers.load(Ordering::Acquire) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// Connects to a message bus and requests `com.ubuntu.Upstart` there.
@@ -215,7 +244,19 @@ async fn transport(
 
 /// Writes a connection's outbox until the main loop drops it or a write
 /// fails or stalls.
-async fn write_outbox(conn: Connection, outbox: mpmc::Receiver<Message>, closer: Closer) {
+async fn write_outbox(
+    conn: Connection,
+    outbox: mpmc::Receiver<Message>,
+    closer: Closer,
+    bridge: Arc<Bridge>,
+) {
+    struct Done(Arc<Bridge>);
+    impl Drop for Done {
+        fn drop(&mut self) {
+            self.0.writers.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+    let _done = Done(bridge);
     let Ok(rt) = SharedRuntime::current() else { return };
     let mut batch = Vec::new();
     while let Ok(msg) = outbox.recv().await {
@@ -236,7 +277,7 @@ async fn write_outbox(conn: Connection, outbox: mpmc::Receiver<Message>, closer:
 
 /// Tells the main loop of a new connection and starts writing its
 /// outbox; returns its id.
-fn register(bridge: &Bridge, conn: &Connection, closer: Closer, bus: bool) -> ConnId {
+fn register(bridge: &Arc<Bridge>, conn: &Connection, closer: Closer, bus: bool) -> ConnId {
     let id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
     let (outbox, out_rx) = mpmc::bounded(NonZeroUsize::new(OUTBOX).unwrap_or(NonZeroUsize::MIN));
     bridge.push(Incoming::Connected {
@@ -245,7 +286,8 @@ fn register(bridge: &Bridge, conn: &Connection, closer: Closer, bus: bool) -> Co
         outbox,
         closer: closer.clone(),
     });
-    zruntime::spawn(write_outbox(conn.clone(), out_rx, closer)).detach();
+    bridge.writers.fetch_add(1, Ordering::AcqRel);
+    zruntime::spawn(write_outbox(conn.clone(), out_rx, closer, bridge.clone())).detach();
     id
 }
 

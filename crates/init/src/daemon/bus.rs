@@ -11,7 +11,8 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use jobconf_parser::{EventExpr, ProcessKind};
 use serde::Serialize;
 use upstart_dbus::{
-    INSTANCE_INTERFACE, JOB_INTERFACE, MANAGER_INTERFACE, MANAGER_PATH, Object, instance_path, job_path,
+    INSTANCE_INTERFACE, JOB_INTERFACE, MANAGER_INTERFACE, MANAGER_PATH, Object, UPSHOT_INTERFACE,
+    instance_path, job_path,
 };
 use zbus::message::{Flags, Message};
 use zbus::zvariant::Type as ZType;
@@ -21,6 +22,7 @@ use super::Daemon;
 use crate::control::{Closer, ConnId, Control, Incoming, Outbox};
 use crate::engine::{Answer, BusSignal, EngineError, Input, InstanceKey, ReplyTo, Request};
 use crate::logging;
+use crate::pid1::ShutdownKind;
 
 const PROPERTIES: &str = "org.freedesktop.DBus.Properties";
 const INTROSPECTABLE: &str = "org.freedesktop.DBus.Introspectable";
@@ -124,6 +126,14 @@ impl Bus {
             cgroup_manager: None,
             event_fds: HashMap::new(),
         }
+    }
+
+    /// Drops every connection's outbox and waits (at most `timeout`) until
+    /// what they held is written: the last thing before the process ends.
+    pub fn flush(mut self, timeout: std::time::Duration) {
+        self.peers.clear();
+        self.pending.clear();
+        self.control.flush(timeout);
     }
 
     /// The fds that an event's processes inherit (`UPSTART_FDS`).
@@ -299,7 +309,23 @@ impl Daemon {
 
     fn on_call(&mut self, conn: ConnId, uid: u32, msg: Message) {
         let no_reply = msg.primary_header().flags().contains(Flags::NO_REPLY_EXPECTED);
-        let outcome = self.route(conn, uid, &msg, no_reply);
+        // A bug met while handling a call fails that call, not the daemon
+        // (the panic hook has logged it); a reply it left pending is
+        // dropped.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.route(conn, uid, &msg, no_reply)
+        }))
+        .unwrap_or_else(|_| {
+            if let Some(b) = self.bus.as_mut() {
+                let serial = msg.primary_header().serial_num();
+                b.pending
+                    .retain(|_, p| !(p.conn == conn && p.call.primary_header().serial_num() == serial));
+            }
+            Err(Failure::new(
+                E_FAILED,
+                "Internal error in init while handling this call (logged); init goes on",
+            ))
+        });
         let reply = match outcome {
             Ok(Outcome::Later) => return,
             Ok(Outcome::Reply(m)) => Some(m),
@@ -405,6 +431,9 @@ impl Daemon {
         member: &str,
         req: impl Fn(bool, &mut Daemon, Shape) -> Option<Request>,
     ) -> CallResult {
+        if interface == UPSHOT_INTERFACE {
+            return self.upshot_call(call, member);
+        }
         if interface == PROPERTIES {
             return self.properties(call, member, MANAGER_INTERFACE, |d, name| {
                 d.manager_property(name)
@@ -560,6 +589,29 @@ impl Daemon {
                 ret(call, &())
             }
             _ => Err(unknown_method(interface, member, MANAGER_PATH)),
+        }
+    }
+
+    /// upshot's own interface on the manager object (not Upstart's).
+    fn upshot_call(&mut self, call: &Message, member: &str) -> CallResult {
+        match member {
+            "Shutdown" => {
+                let how: String = args(call, "s")?;
+                let Some(kind) = ShutdownKind::parse(&how) else {
+                    return Err(Failure::invalid(format!(
+                        "Unknown shutdown type: {how} (poweroff, reboot or halt)"
+                    )));
+                };
+                if self.opts.system.is_none() {
+                    return Err(Failure::new(
+                        E_NOT_SUPPORTED,
+                        "A session init does not shut the system down (EndSession ends the session)",
+                    ));
+                }
+                self.begin_system_shutdown(kind);
+                ret(call, &())
+            }
+            _ => Err(unknown_method(UPSHOT_INTERFACE, member, MANAGER_PATH)),
         }
     }
 
@@ -809,6 +861,7 @@ impl Daemon {
         match object {
             Some(Object::Manager) => {
                 xml.push_str(MANAGER_XML);
+                xml.push_str(UPSHOT_XML);
                 children.push("jobs".into());
             }
             Some(Object::Job(job)) => {
@@ -1173,6 +1226,13 @@ const MANAGER_XML: &str = r#"  <interface name="com.ubuntu.Upstart0_6">
     <signal name="Restarted"/>
     <property name="version" type="s" access="read"/>
     <property name="log_priority" type="s" access="readwrite"/>
+  </interface>
+"#;
+
+const UPSHOT_XML: &str = r#"  <interface name="io.upshot.Init1">
+    <method name="Shutdown">
+      <arg name="how" type="s" direction="in"/>
+    </method>
   </interface>
 "#;
 
