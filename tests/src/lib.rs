@@ -1130,3 +1130,333 @@ pub fn command_as(uid: u32, gid: u32, program: &str) -> Command {
         .current_dir("/");
     cmd
 }
+
+// ---------------------------------------------------------------------------
+// A system init in a PID namespace
+
+/// `init` as process 1 of PID, network and mount namespaces of its own:
+/// `unshare --pid --net --fork --mount-proc --kill-child INIT --confdir CONF
+/// --logdir LOG -v EXTRA…`, run as root (the tests need root; they skip
+/// loudly without it).
+///
+/// The network namespace is what keeps parallel tests apart: the system
+/// init listens on `unix:abstract=/com/ubuntu/upstart`, and abstract
+/// sockets belong to network namespaces. [`SystemInit::initctl`] runs
+/// `initctl` inside the daemon's PID and network namespaces (`nsenter
+/// --target PID --pid --net`), as root with no `UPSTART_SESSION`, so it
+/// uses the default address. (From outside the PID namespace the peer's pid
+/// reads as 0, which zbus's server handshake cannot take.)
+///
+/// The tree is the one of [`Session`] (conf, log, out, `daemon.log`), owned
+/// by root. If journald's socket exists, `/run/systemd/journal` is covered
+/// with an empty tmpfs inside the namespace first, so that the daemon logs
+/// to its standard error. Dropping it SIGKILLs the daemon, which ends the
+/// namespace and everything in it.
+pub struct SystemInit {
+    name: String,
+    root: PathBuf,
+    unshare: Option<Child>,
+    status: Option<ExitStatus>,
+    init_pid: Option<i32>,
+}
+
+impl SystemInit {
+    /// A fresh tree; skips (loudly) unless root with `unshare` and
+    /// `nsenter` at hand.
+    pub fn new(name: &str) -> SystemInit {
+        if !nix::unistd::geteuid().is_root() {
+            skip("a system init in a PID namespace needs root");
+        }
+        for tool in ["unshare", "nsenter"] {
+            let found = Command::new(tool)
+                .arg("--version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !found {
+                skip(&format!("{tool} (util-linux) is needed"));
+            }
+        }
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let root = std::env::temp_dir().join(format!("upshot-pid1-{name}-{}-{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        for dir in ["conf", "log", "out", "bin"] {
+            fs::create_dir_all(root.join(dir)).expect("create the tree");
+        }
+        SystemInit {
+            name: name.to_string(),
+            root,
+            unshare: None,
+            status: None,
+            init_pid: None,
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn conf_dir(&self) -> PathBuf {
+        self.root.join("conf")
+    }
+
+    pub fn log_dir(&self) -> PathBuf {
+        self.root.join("log")
+    }
+
+    pub fn out(&self, name: &str) -> PathBuf {
+        self.root.join("out").join(name)
+    }
+
+    /// The template text with `@BIN@`, `@OUT@`, `@ROOT@`, `@LOG@` filled in.
+    pub fn expand(&self, text: &str) -> String {
+        text.replace("@BIN@", &bin_dir().display().to_string())
+            .replace("@OUT@", &self.root.join("out").display().to_string())
+            .replace("@LOG@", &self.log_dir().display().to_string())
+            .replace("@ROOT@", &self.root.display().to_string())
+    }
+
+    /// Writes job `name` (a template) into the conf dir.
+    pub fn write_job(&self, name: &str, text: &str) {
+        let path = self.conf_dir().join(format!("{name}.conf"));
+        fs::write(&path, self.expand(text)).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    }
+
+    /// A link `bin/NAME` to initctl (for `poweroff`, `reboot`…).
+    pub fn link(&self, name: &str) -> PathBuf {
+        let link = self.root.join("bin").join(name);
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink(initctl_binary(), &link).expect("symlink");
+        link
+    }
+
+    /// Starts the daemon with `--confdir CONF --logdir LOG -v EXTRA…` and
+    /// waits until it is process 1 of its namespace.
+    pub fn start(&mut self, extra: &[&str]) {
+        assert!(self.unshare.is_none(), "already started");
+        let mut args: Vec<String> = vec![
+            "--confdir".into(),
+            self.conf_dir().display().to_string(),
+            "--logdir".into(),
+            self.log_dir().display().to_string(),
+            "-v".into(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let log = File::create(self.root.join("daemon.log")).expect("create daemon.log");
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--pid", "--net", "--fork", "--mount-proc", "--kill-child"]);
+        if Path::new("/run/systemd/journal/socket").exists() {
+            cmd.args([
+                "/bin/sh",
+                "-c",
+                "mount -t tmpfs tmpfs /run/systemd/journal && exec \"$0\" \"$@\"",
+            ]);
+        }
+        cmd.arg(init_binary())
+            .args(&args)
+            .env_clear()
+            .env("PATH", PATH)
+            .env("UPSHOT_TEST_TREE", &self.root)
+            .current_dir(&self.root)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup daemon.log"))
+            .stderr(log);
+        // SAFETY: one raw system call in the child.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("start unshare");
+        let upid = child.id() as i32;
+        self.unshare = Some(child);
+        let init = self.wait_for_value("the daemon to be process 1 of its namespace", |_| {
+            let children = fs::read_to_string(format!("/proc/{upid}/task/{upid}/children")).ok()?;
+            let pid: i32 = children.split_whitespace().next()?.parse().ok()?;
+            // Past the exec (and past the shell that covers journald).
+            let exe = fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+            (exe == init_binary()).then_some(pid)
+        });
+        self.init_pid = Some(init);
+    }
+
+    /// The daemon's pid as the host sees it.
+    pub fn pid(&self) -> i32 {
+        self.init_pid.expect("the daemon is not started")
+    }
+
+    /// The pid namespace of a process (`/proc/PID/ns/pid`).
+    fn pid_ns(pid: i32) -> Option<PathBuf> {
+        fs::read_link(format!("/proc/{pid}/ns/pid")).ok()
+    }
+
+    /// A process's pid inside its own PID namespace (the last of `NSpid`).
+    pub fn ns_pid(pid: i32) -> Option<i32> {
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("NSpid:"))?
+            .split_whitespace()
+            .last()?
+            .parse()
+            .ok()
+    }
+
+    /// Every process in the daemon's PID namespace, the daemon included,
+    /// zombies included (host pids).
+    pub fn processes(&self) -> Vec<ProcInfo> {
+        let Some(ns) = Self::pid_ns(self.pid()) else {
+            return Vec::new();
+        };
+        all_processes()
+            .into_iter()
+            .filter(|p| Self::pid_ns(p.pid).as_ref() == Some(&ns))
+            .collect()
+    }
+
+    /// The host pid of the process whose pid in the namespace is `ns_pid`.
+    pub fn host_pid(&self, ns_pid: i32) -> Option<i32> {
+        self.processes()
+            .into_iter()
+            .find(|p| Self::ns_pid(p.pid) == Some(ns_pid))
+            .map(|p| p.pid)
+    }
+
+    /// Runs `program ARGS` inside the daemon's PID and network namespaces,
+    /// as root, with only `PATH` in its environment.
+    pub fn run_inside(&self, program: &Path, args: &[&str]) -> ClientOutput {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg("--target")
+            .arg(self.pid().to_string())
+            .args(["--pid", "--net", "--"])
+            .arg(program)
+            .args(args)
+            .env_clear()
+            .env("PATH", PATH)
+            .current_dir("/");
+        run_client(&mut cmd)
+    }
+
+    /// `initctl ARGS` inside the namespaces.
+    pub fn initctl(&self, args: &[&str]) -> ClientOutput {
+        self.run_inside(initctl_binary(), args)
+    }
+
+    pub fn daemon_log(&self) -> String {
+        fs::read_to_string(self.root.join("daemon.log")).unwrap_or_default()
+    }
+
+    /// The exit status of `unshare` (which is the daemon's), once it exited.
+    pub fn try_status(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none()
+            && let Some(child) = self.unshare.as_mut()
+        {
+            self.status = child.try_wait().expect("try_wait");
+        }
+        self.status
+    }
+
+    /// Waits for `unshare` to exit, at most `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_status() {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "[{}] the namespace's init did not exit within {timeout:?}\n--- daemon log ---\n{}",
+                    self.name,
+                    self.daemon_log()
+                );
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Sends a signal to the daemon.
+    pub fn signal(&self, sig: Signal) {
+        kill(Pid::from_raw(self.pid()), sig).expect("signal the daemon");
+    }
+
+    /// Polls `cond` until it holds; fails with `what` and the daemon's log
+    /// after [`TIMEOUT`], or at once if the daemon exits meanwhile.
+    pub fn wait_for(&mut self, what: &str, mut cond: impl FnMut(&mut SystemInit) -> bool) {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if cond(self) {
+                return;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "[{}] timed out after {TIMEOUT:?} waiting for {what}\n--- daemon log ---\n{}",
+                    self.name,
+                    self.daemon_log()
+                );
+            }
+            if let Some(status) = self.try_status() {
+                panic!(
+                    "[{}] the daemon exited ({status}) while waiting for {what}\n--- daemon log ---\n{}",
+                    self.name,
+                    self.daemon_log()
+                );
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Polls `f` until it gives a value.
+    pub fn wait_for_value<T>(&mut self, what: &str, mut f: impl FnMut(&mut SystemInit) -> Option<T>) -> T {
+        let mut value = None;
+        self.wait_for(what, |s| {
+            value = f(s);
+            value.is_some()
+        });
+        value.expect("value")
+    }
+
+    /// Waits until the daemon's log contains `needle`; returns the log.
+    pub fn wait_log(&mut self, needle: &str) -> String {
+        self.wait_for_value(&format!("the daemon to log {needle:?}"), |s| {
+            let log = s.daemon_log();
+            log.contains(needle).then_some(log)
+        })
+    }
+
+    /// An output file, if it exists.
+    pub fn read_out(&self, name: &str) -> Option<String> {
+        fs::read_to_string(self.out(name)).ok()
+    }
+
+    /// Waits for an output file (the stand-ins write atomically).
+    pub fn wait_out(&mut self, name: &str) -> String {
+        self.wait_for_value(&format!("output file {name}"), |s| s.read_out(name))
+    }
+
+    /// Waits for a recorder report.
+    pub fn wait_record(&mut self, name: &str) -> Record {
+        Record::parse(&self.wait_out(name))
+    }
+}
+
+impl Drop for SystemInit {
+    fn drop(&mut self) {
+        let show = std::thread::panicking() || std::env::var_os("UPSHOT_TEST_SHOW_LOG").is_some();
+        if show && self.unshare.is_some() {
+            eprintln!("[{}] --- daemon log ---\n{}", self.name, self.daemon_log());
+        }
+        if self.try_status().is_none() {
+            // Killing a namespace's process 1 kills everything in it.
+            if let Some(pid) = self.init_pid {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            if let Some(child) = self.unshare.as_mut() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        let _ = fs::remove_dir_all(&self.root);
+    }
+}
