@@ -312,6 +312,20 @@ fn a_panic_in_the_main_loop_is_survived() {
     assert!(s.try_status().is_none(), "the daemon is still running");
 }
 
+/// A panic while starting up (here in the `startup` event) does not end
+/// process 1 either: it logs it and serves.
+#[test]
+fn a_panic_at_start_up_is_survived() {
+    let mut s = SystemInit::new("panic-startup");
+    s.write_job("svc", "start on startup\nexec @BIN@/recorder --out @OUT@/svc\n");
+    s.start(&["--inject-panic-on-event", "startup"]);
+    s.wait_log("start-up met an internal error");
+    let out = s.initctl(&["list"]);
+    assert_eq!(out.ok(), "svc stop/waiting\n", "{out}");
+    assert!(s.initctl(&["start", "svc"]).ok().starts_with("svc start/running"));
+    s.wait_record("svc");
+}
+
 /// A session init has no system to shut down: `Shutdown` is refused.
 #[test]
 fn a_session_init_refuses_to_shut_down() {

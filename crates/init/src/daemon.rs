@@ -163,7 +163,9 @@ pub fn run(opts: Options) -> i32 {
         tracing::error!("internal error: {info}");
     }));
     let system = opts.system;
-    match Daemon::new(opts) {
+    let made = std::panic::catch_unwind(|| Daemon::new(opts))
+        .unwrap_or_else(|_| Err("internal error while starting".to_string()));
+    match made {
         Ok(mut d) => {
             let code = d.main_loop();
             match (system, d.system_shutdown) {
@@ -275,7 +277,9 @@ impl Daemon {
         self.start.elapsed().as_micros() as Time
     }
 
-    fn main_loop(&mut self) -> i32 {
+    /// Loads the configuration, writes the session file and emits the
+    /// start-up events.
+    fn start_up(&mut self) {
         for change in self.conf.rescan() {
             self.conf_change(change);
         }
@@ -297,6 +301,12 @@ impl Daemon {
                 env: Vec::new(),
                 by: None,
             });
+        }
+    }
+
+    fn main_loop(&mut self) -> i32 {
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.start_up())).is_err() {
+            tracing::error!("start-up met an internal error; going on with what was done");
         }
         while self.exit.is_none() {
             // A bug must not take the daemon down (as process 1 that would

@@ -109,19 +109,27 @@ pub fn init_with(level: LevelFilter, machine: bool) -> Sink {
             .try_init();
         return Sink::Journald;
     }
-    if machine && let Ok(kmsg) = std::fs::OpenOptions::new().write(true).open("/dev/kmsg") {
+    if machine && std::fs::OpenOptions::new().write(true).open("/dev/kmsg").is_ok() {
         let kmsg = tracing_subscriber::fmt::layer()
-            .with_writer(Kmsg(std::sync::Arc::new(kmsg)))
+            .with_writer(Kmsg)
             .with_ansi(false)
             .with_level(false)
             .with_target(false)
             .without_time()
             .with_filter(dynamic());
+        // The kernel shows on the console the records more urgent than its
+        // console log level; with --verbose or --debug the others are
+        // written to the console directly (so none appears twice).
         let console = level >= LevelFilter::INFO;
-        // The console layer sits behind its own filter: only when verbose.
-        let on_console = stderr().with_filter(tracing_subscriber::filter::filter_fn(move |meta| {
-            console && *meta.level() <= current_level()
-        }));
+        let shown = console_loglevel();
+        let on_console = tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .with_target(false)
+            .without_time()
+            .with_filter(tracing_subscriber::filter::filter_fn(move |meta| {
+                console && *meta.level() <= current_level() && kmsg_priority(meta.level()) >= shown
+            }));
         let _ = tracing_subscriber::registry()
             .with(kmsg)
             .with(on_console)
@@ -148,12 +156,14 @@ where
 
 /// Writes each message as one record of the kernel log, `<PRIORITY>init: `
 /// first (syslog priorities: error 3, warning 4, info 6, debug 7).
+/// `/dev/kmsg` is opened for each message, as Upstart does: the kernel
+/// rate-limits what is written through one open file (10 records in 5 s by
+/// default), which would lose a verbose boot's messages.
 #[derive(Clone)]
-struct Kmsg(std::sync::Arc<std::fs::File>);
+struct Kmsg;
 
 /// One message being formatted; written out whole when dropped.
 struct KmsgRecord {
-    file: std::sync::Arc<std::fs::File>,
     buf: Vec<u8>,
 }
 
@@ -174,7 +184,9 @@ impl Drop for KmsgRecord {
         // are cut rather than lost.
         let mut buf = std::mem::take(&mut self.buf);
         buf.truncate(1000);
-        let _ = std::io::Write::write(&mut &*self.file, &buf);
+        if let Ok(mut kmsg) = std::fs::OpenOptions::new().write(true).open("/dev/kmsg") {
+            let _ = std::io::Write::write(&mut kmsg, &buf);
+        }
     }
 }
 
@@ -186,20 +198,33 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Kmsg {
     }
 
     fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> KmsgRecord {
-        let priority = match *meta.level() {
-            tracing::Level::ERROR => 3,
-            tracing::Level::WARN => 4,
-            tracing::Level::INFO => 6,
-            _ => 7,
-        };
-        self.record(priority)
+        self.record(kmsg_priority(meta.level()))
     }
+}
+
+/// The syslog priority of a level.
+fn kmsg_priority(level: &tracing::Level) -> u8 {
+    match *level {
+        tracing::Level::ERROR => 3,
+        tracing::Level::WARN => 4,
+        tracing::Level::INFO => 6,
+        _ => 7,
+    }
+}
+
+/// The kernel's console log level (the first field of
+/// `/proc/sys/kernel/printk`; 7 when unknown): records of a lower
+/// priority number reach the console.
+fn console_loglevel() -> u8 {
+    std::fs::read_to_string("/proc/sys/kernel/printk")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse().ok())
+        .unwrap_or(7)
 }
 
 impl Kmsg {
     fn record(&self, priority: u8) -> KmsgRecord {
         KmsgRecord {
-            file: self.0.clone(),
             buf: format!("<{priority}>init: ").into_bytes(),
         }
     }

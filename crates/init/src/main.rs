@@ -130,8 +130,14 @@ fn main() -> ExitCode {
 
 /// The system init: early set-up, the command line the kernel (or
 /// whoever started us) gave, logging, then the main loop. Never returns and
-/// never exits except at the end of a shutdown in a PID namespace.
+/// never exits except at the end of a shutdown in a PID namespace: should
+/// anything before the main loop panic, process 1 still reaps orphans.
 fn system_main(argv: &[OsString]) -> ! {
+    let _ = std::panic::catch_unwind(|| system_run(argv));
+    pid1::reap_forever()
+}
+
+fn system_run(argv: &[OsString]) {
     let setup = pid1::early_setup();
     let (ours, ignored) = kernel_args(argv);
     let (cli, parse_error) = match Cli::try_parse_from(&ours) {
@@ -164,7 +170,6 @@ fn system_main(argv: &[OsString]) -> ! {
         tracing::warn!("not running as root: jobs run as this user, and mounts may fail");
     }
     daemon::run(system_options(&cli, setup.place));
-    pid1::reap_forever()
 }
 
 /// Options a system init takes, and whether each takes a value; Upstart's
