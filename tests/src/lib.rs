@@ -1234,6 +1234,16 @@ impl SystemInit {
     /// Starts the daemon with `--confdir CONF --logdir LOG -v EXTRA…` and
     /// waits until it is process 1 of its namespace.
     pub fn start(&mut self, extra: &[&str]) {
+        self.start_in(None, extra);
+    }
+
+    /// [`SystemInit::start`] in the network namespace of `other` (so both
+    /// want the same abstract socket), instead of a new one.
+    pub fn start_beside(&mut self, other: &SystemInit, extra: &[&str]) {
+        self.start_in(Some(other.pid()), extra);
+    }
+
+    fn start_in(&mut self, net_of: Option<i32>, extra: &[&str]) {
         assert!(self.unshare.is_none(), "already started");
         let mut args: Vec<String> = vec![
             "--confdir".into(),
@@ -1244,8 +1254,22 @@ impl SystemInit {
         ];
         args.extend(extra.iter().map(|a| a.to_string()));
         let log = File::create(self.root.join("daemon.log")).expect("create daemon.log");
-        let mut cmd = Command::new("unshare");
-        cmd.args(["--pid", "--net", "--fork", "--mount-proc", "--kill-child"]);
+        // nsenter with only --net does not fork: it runs unshare itself.
+        let mut cmd = match net_of {
+            Some(pid) => {
+                let mut cmd = Command::new("nsenter");
+                cmd.arg("--target")
+                    .arg(pid.to_string())
+                    .args(["--net", "--", "unshare", "--pid"]);
+                cmd
+            }
+            None => {
+                let mut cmd = Command::new("unshare");
+                cmd.args(["--pid", "--net"]);
+                cmd
+            }
+        };
+        cmd.args(["--fork", "--mount-proc", "--kill-child"]);
         if Path::new("/run/systemd/journal/socket").exists() {
             cmd.args([
                 "/bin/sh",

@@ -47,6 +47,25 @@ fn process_1_of_a_namespace_runs_startup_jobs_and_answers_initctl() {
     let list = s.initctl(&["list"]);
     assert!(list.ok().contains("svc start/running, process "), "{list}");
     assert_eq!(s.initctl(&["version"]).ok().trim(), "init (upshot 0.1.0)");
+    // Only root may connect (to the same address).
+    let nobody = s.run_inside(
+        std::path::Path::new("/usr/bin/env"),
+        &[
+            "UPSTART_SESSION=unix:abstract=/com/ubuntu/upstart",
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            initctl_binary().to_str().unwrap(),
+            "poweroff",
+        ],
+    );
+    assert!(
+        nobody
+            .failed()
+            .starts_with("initctl: Unable to connect to Upstart: "),
+        "{nobody}"
+    );
     let denied = s.initctl(&["set-env", "--global", "FOO=1"]);
     assert_eq!(
         denied.failed(),
@@ -324,6 +343,25 @@ fn a_panic_at_start_up_is_survived() {
     assert_eq!(out.ok(), "svc stop/waiting\n", "{out}");
     assert!(s.initctl(&["start", "svc"]).ok().starts_with("svc start/running"));
     s.wait_record("svc");
+}
+
+/// Without its D-Bus socket (another init holds the address in the same
+/// network namespace) the system init logs it and goes on: it runs its
+/// jobs and still shuts down on SIGTERM.
+#[test]
+fn without_d_bus_it_goes_on() {
+    let mut first = SystemInit::new("dbus-first");
+    first.start(&[]);
+    first.wait_log("process 1 of a PID namespace");
+    let mut s = SystemInit::new("dbus-second");
+    s.write_job("svc", "start on startup\nexec @BIN@/recorder --out @OUT@/svc\n");
+    s.start_beside(&first, &[]);
+    s.wait_log("running without D-Bus control");
+    s.wait_record("svc");
+    // The address is still the first one's.
+    assert!(first.initctl(&["list"]).success());
+    s.signal(Signal::SIGTERM);
+    assert_eq!(s.wait_exit(Duration::from_secs(15)).code(), Some(0));
 }
 
 /// A session init has no system to shut down: `Shutdown` is refused.
