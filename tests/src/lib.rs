@@ -1,4 +1,5 @@
-//! The black-box test harness for upshot's session init (`init --user`).
+//! The black-box test harness for upshot's session init (`init --user`)
+//! and its system init (process 1 of a PID namespace).
 //!
 //! A [`Session`] is one daemon with its own fresh directory tree under
 //! [`std::env::temp_dir`]:
@@ -41,8 +42,13 @@
 //! A failing test prints the daemon's log; `UPSHOT_TEST_SHOW_LOG=1` prints
 //! it for passing tests too (with `--nocapture`).
 //!
+//! [`SystemInit`] is the other kind of daemon: `init` as process 1 of PID,
+//! network and mount namespaces of its own (`unshare`, as root), with
+//! `initctl` run inside them through `nsenter`.
+//!
 //! Nothing here sleeps for a fixed time to wait for something: every wait
-//! is [`Session::wait_for`], polling a condition until a deadline.
+//! is [`Session::wait_for`] (or [`SystemInit::wait_for`]), polling a
+//! condition until a deadline.
 
 pub mod standin;
 

@@ -66,6 +66,39 @@ fn process_1_of_a_namespace_runs_startup_jobs_and_answers_initctl() {
             .starts_with("initctl: Unable to connect to Upstart: "),
         "{nobody}"
     );
+    // upshot's own interface is introspectable, and checks its argument.
+    let busctl = |args: &[&str]| {
+        let mut all = vec!["--address=unix:abstract=/com/ubuntu/upstart"];
+        all.extend_from_slice(args);
+        s.run_inside(std::path::Path::new("busctl"), &all)
+    };
+    let xml = busctl(&[
+        "call",
+        "com.ubuntu.Upstart",
+        "/com/ubuntu/Upstart",
+        "org.freedesktop.DBus.Introspectable",
+        "Introspect",
+    ]);
+    assert!(
+        xml.ok().contains(r#"<interface name=\"io.upshot.Init1\">"#)
+            && xml.ok().contains(r#"<method name=\"Shutdown\">"#),
+        "{xml}"
+    );
+    let sideways = busctl(&[
+        "call",
+        "com.ubuntu.Upstart",
+        "/com/ubuntu/Upstart",
+        "io.upshot.Init1",
+        "Shutdown",
+        "s",
+        "sideways",
+    ]);
+    assert!(
+        sideways
+            .failed()
+            .contains("Unknown shutdown type: sideways (poweroff, reboot or halt)"),
+        "{sideways}"
+    );
     let denied = s.initctl(&["set-env", "--global", "FOO=1"]);
     assert_eq!(
         denied.failed(),
