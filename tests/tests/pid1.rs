@@ -397,6 +397,25 @@ fn without_d_bus_it_goes_on() {
     assert_eq!(s.wait_exit(Duration::from_secs(15)).code(), Some(0));
 }
 
+/// A panic in the middle of a shutdown does not stop it: the call that
+/// asked for it fails, but every process still goes and the namespace's
+/// init exits 0.
+#[test]
+fn a_panic_during_shutdown_does_not_stop_it() {
+    let mut s = SystemInit::new("panic-shutdown");
+    s.write_job(
+        "svc",
+        "start on startup\nkill timeout 1\nexec @BIN@/forker --pidfile @OUT@/svc --term-file @OUT@/svc-term\n",
+    );
+    s.start(&["--inject-panic-on-event", "shutdown"]);
+    s.wait_out("svc");
+    let out = s.initctl(&["poweroff"]);
+    assert!(out.failed().contains("Internal error in init"), "{out}");
+    assert_eq!(s.wait_exit(Duration::from_secs(15)).code(), Some(0));
+    s.wait_out("svc-term");
+    assert!(s.daemon_log().contains("failed to stop"));
+}
+
 /// A session init has no system to shut down: `Shutdown` is refused.
 #[test]
 fn a_session_init_refuses_to_shut_down() {

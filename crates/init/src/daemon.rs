@@ -859,6 +859,20 @@ impl Daemon {
             return;
         }
         tracing::warn!("system shutdown ({}): stopping every job", kind.name());
+        let largest = self
+            .engine
+            .classes()
+            .values()
+            .map(|c| c.conf.kill_timeout)
+            .max()
+            .unwrap_or(0);
+        // Recorded first: should anything below fail, the later phases
+        // still come.
+        self.system_shutdown = Some(SystemShutdown {
+            kind,
+            phase: Phase::Jobs,
+            until: self.now() + (largest + 1) * MICROS,
+        });
         self.feed(Input::SetRespawn(false));
         let keys = self.engine.instance_keys();
         let prev = self.runlevel.clone().unwrap_or_else(|| "N".to_string());
@@ -875,13 +889,6 @@ impl Daemon {
             ],
             by: None,
         });
-        let largest = self
-            .engine
-            .classes()
-            .values()
-            .map(|c| c.conf.kill_timeout)
-            .max()
-            .unwrap_or(0);
         for key in keys {
             let reply = self.next_reply;
             self.next_reply += 1;
@@ -890,11 +897,6 @@ impl Daemon {
                 by: Some(Request { reply, wait: false }),
             });
         }
-        self.system_shutdown = Some(SystemShutdown {
-            kind,
-            phase: Phase::Jobs,
-            until: self.now() + (largest + 1) * MICROS,
-        });
     }
 
     /// Moves a system shutdown on when its phase is over (each phase
