@@ -265,6 +265,8 @@ pub fn early_setup() -> Setup {
             mount_missing(spec, place, &mut notes);
             if spec.target == "/dev" && place == Place::Machine {
                 take_console(&mut notes);
+                // No console: /dev/null at least, now that there is one.
+                ensure_std_fds();
             }
         }
     } else {
