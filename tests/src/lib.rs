@@ -1161,6 +1161,8 @@ pub fn command_as(uid: u32, gid: u32, program: &str) -> Command {
 pub struct SystemInit {
     name: String,
     root: PathBuf,
+    /// Set in the daemon's environment besides PATH.
+    env: Vec<(String, String)>,
     unshare: Option<Child>,
     status: Option<ExitStatus>,
     init_pid: Option<i32>,
@@ -1193,6 +1195,7 @@ impl SystemInit {
         SystemInit {
             name: name.to_string(),
             root,
+            env: Vec::new(),
             unshare: None,
             status: None,
             init_pid: None,
@@ -1249,6 +1252,11 @@ impl SystemInit {
         self.start_in(Some(other.pid()), extra);
     }
 
+    /// Adds a variable to the daemon's environment (before it starts).
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.push((key.into(), value.into()));
+    }
+
     fn start_in(&mut self, net_of: Option<i32>, extra: &[&str]) {
         assert!(self.unshare.is_none(), "already started");
         let mut args: Vec<String> = vec![
@@ -1288,6 +1296,7 @@ impl SystemInit {
             .env_clear()
             .env("PATH", PATH)
             .env("UPSHOT_TEST_TREE", &self.root)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir(&self.root)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup daemon.log"))

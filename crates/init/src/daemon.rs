@@ -283,6 +283,9 @@ impl Daemon {
         for change in self.conf.rescan() {
             self.conf_change(change);
         }
+        if self.opts.system.is_some() {
+            self.use_system_bus();
+        }
         if let Some((path, address)) = &self.opts.session_file
             && let Err(e) = crate::session::write_session_file(path, address)
         {

@@ -894,6 +894,24 @@ impl Daemon {
         ret(call, &xml)
     }
 
+    /// A system init's message bus: the system bus (`DBUS_SYSTEM_BUS_ADDRESS`
+    /// or `/run/dbus/system_bus_socket`), connected to now if its socket is
+    /// there, and again on SIGUSR1 (what the dbus job sends once the bus
+    /// runs, as for Upstart).
+    pub(super) fn use_system_bus(&mut self) {
+        let address = std::env::var("DBUS_SYSTEM_BUS_ADDRESS")
+            .unwrap_or_else(|_| "unix:path=/run/dbus/system_bus_socket".to_string());
+        let present = match address.strip_prefix("unix:path=") {
+            Some(path) => std::path::Path::new(path.split(',').next().unwrap_or(path)).exists(),
+            None => true,
+        };
+        let Some(b) = self.bus.as_mut() else { return };
+        b.bus_address = Some(address);
+        if present {
+            self.reconnect_bus();
+        }
+    }
+
     /// Connects to the bus we were told of, unless connected (SIGUSR1, as
     /// PID 1 does when the system bus comes up).
     pub(super) fn reconnect_bus(&mut self) {
