@@ -1194,7 +1194,7 @@ mod tests {
     }
 
     fn desc(src: &ConfSources, name: &str) -> Option<String> {
-        src.job(name).and_then(|j| j.description.clone())
+        src.job(name).and_then(|j| j.description().map(String::from))
     }
 
     /// `load NAME DESC` / `remove NAME`, for compact assertions.
@@ -1203,7 +1203,7 @@ mod tests {
             .iter()
             .map(|c| match c {
                 ConfChange::Load { name, conf, .. } => {
-                    format!("load {name} {}", conf.description.as_deref().unwrap_or("-"))
+                    format!("load {name} {}", conf.description().unwrap_or("-"))
                 }
                 ConfChange::Remove { name } => format!("remove {name}"),
             })
@@ -1350,13 +1350,13 @@ mod tests {
         let mut src = t.sources(&["init"]);
         src.rescan();
         let foo = src.job("foo").unwrap();
-        assert_eq!(foo.start_on, None, "manual in the override clears start on");
-        assert_eq!(foo.env, ["EXTRA=1"]);
+        assert_eq!(foo.start_on(), None, "manual in the override clears start on");
+        assert_eq!(foo.env(), ["EXTRA=1"]);
         assert_eq!(desc(&src, "foo").as_deref(), Some("foo"));
 
         t.write("init/foo.override", "description \"overridden\"\n");
         assert_eq!(summary(&src.rescan()), ["load foo overridden"]);
-        assert!(src.job("foo").unwrap().start_on.is_some());
+        assert!(src.job("foo").unwrap().start_on().is_some());
 
         t.remove("init/foo.override");
         let changes = src.rescan();
@@ -1378,7 +1378,7 @@ mod tests {
             ["load bar bar", "load foo first override"]
         );
         assert!(
-            src.job("bar").unwrap().start_on.is_some(),
+            src.job("bar").unwrap().start_on().is_some(),
             "a later dir's override is ignored"
         );
 
@@ -1408,7 +1408,7 @@ mod tests {
         symlink(t.path("elsewhere/foo.override"), t.path("init/foo.override")).unwrap();
         let mut src = t.sources(&["init"]);
         src.rescan();
-        assert!(src.job("foo").unwrap().start_on.is_some());
+        assert!(src.job("foo").unwrap().start_on().is_some());
     }
 
     #[test]
@@ -1434,7 +1434,7 @@ mod tests {
 
         t.write("init/foo.override", "manual\n");
         assert_eq!(summary(&src.rescan()), ["load foo foo"]);
-        assert_eq!(src.job("foo").unwrap().start_on, None);
+        assert_eq!(src.job("foo").unwrap().start_on(), None);
         assert!(src.errors().is_empty());
     }
 
@@ -1455,7 +1455,7 @@ mod tests {
         // The override still applies, on top of the last good definition.
         t.write("init/foo.override", "env B=2\n");
         assert_eq!(summary(&src.rescan()), ["load foo good"]);
-        assert_eq!(src.job("foo").unwrap().env, ["B=2"]);
+        assert_eq!(src.job("foo").unwrap().env(), ["B=2"]);
 
         t.write("init/foo.conf", &job("fixed"));
         assert_eq!(summary(&src.rescan()), ["load foo fixed"]);
@@ -1559,11 +1559,11 @@ mod tests {
 
         t.write("init/new.override", "manual\n");
         wait_until(&mut src, "override", |s| {
-            s.job("new").is_some_and(|j| j.start_on.is_none())
+            s.job("new").is_some_and(|j| j.start_on().is_none())
         });
         t.remove("init/new.override");
         wait_until(&mut src, "override removal", |s| {
-            s.job("new").is_some_and(|j| j.start_on.is_some())
+            s.job("new").is_some_and(|j| j.start_on().is_some())
         });
 
         t.remove("init/old.conf");

@@ -742,7 +742,7 @@ impl Sim {
                         s.process
                     );
                     ensure!(
-                        s.conf.process.get(s.process).is_some(),
+                        s.conf.process(s.process).is_some(),
                         "spawn of a process the job lacks: {k:?}"
                     );
                     if self.hold_new {
@@ -1344,11 +1344,8 @@ impl Sim {
     /// and only instances in `starting`/`stopping` have one.
     fn check_references(&self) -> Res {
         fn tree_refs(t: &OperatorTree, refs: &mut BTreeMap<u64, u32>) {
-            let v = serde_json::to_value(t).unwrap_or_default();
-            for node in v["nodes"].as_array().into_iter().flatten() {
-                if let Some(id) = node["Match"]["event"].as_u64() {
-                    *refs.entry(id).or_default() += 1;
-                }
+            for id in t.held_events() {
+                *refs.entry(id.0).or_default() += 1;
             }
         }
         let mut refs: BTreeMap<u64, u32> = BTreeMap::new();

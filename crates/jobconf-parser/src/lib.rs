@@ -38,8 +38,8 @@ pub use signal::Signal;
 /// but into a copy, so an override with an error changes nothing (Upstart
 /// half-applies it; spec §1.2 and §7.7).
 pub fn apply_override(job: &JobConf, override_text: &[u8]) -> Result<JobConf, ParseError> {
-    let mut merged = job.clone();
-    parse_into(&mut merged, override_text)?;
-    Ok(merged)
+    let mut merged = job.fields();
+    parse::parse_fields(&mut merged, override_text)?;
+    Ok(merged.into())
 }
 pub use render::render_job;

@@ -650,16 +650,16 @@ impl Daemon {
 
     fn job_property(&self, job: &str, name: &str) -> Option<Variant<'static>> {
         let conf = &self.engine.classes().get(job)?.conf;
-        let text = |s: &Option<String>| Variant::from(s.clone().unwrap_or_default());
+        let text = |s: Option<&str>| Variant::from(s.unwrap_or_default().to_string());
         Some(match name {
             "name" => Variant::from(job.to_string()),
-            "description" => text(&conf.description),
-            "author" => text(&conf.author),
-            "version" => text(&conf.version),
-            "usage" => text(&conf.usage),
-            "start_on" => Variant::from(rpn(conf.start_on.as_ref())),
-            "stop_on" => Variant::from(rpn(conf.stop_on.as_ref())),
-            "emits" => Variant::from(conf.emits.clone()),
+            "description" => text(conf.description()),
+            "author" => text(conf.author()),
+            "version" => text(conf.version()),
+            "usage" => text(conf.usage()),
+            "start_on" => Variant::from(rpn(conf.start_on())),
+            "stop_on" => Variant::from(rpn(conf.stop_on())),
+            "emits" => Variant::from(conf.emits().to_vec()),
             _ => return None,
         })
     }
@@ -1254,7 +1254,7 @@ mod tests {
     fn rpn_is_post_order() {
         let conf = jobconf_parser::parse_job(b"start on (a and b X=1) or c\n").unwrap();
         assert_eq!(
-            rpn(conf.start_on.as_ref()),
+            rpn(conf.start_on()),
             vec![
                 vec!["a".to_string()],
                 vec!["b".to_string(), "X=1".to_string()],

@@ -700,7 +700,7 @@ impl Engine {
     }
 
     fn load_job(&mut self, name: String, conf: Arc<JobConf>) {
-        let tree = conf.start_on.as_ref().map(OperatorTree::new);
+        let tree = conf.start_on_shared().map(OperatorTree::new);
         let generation = self.next_generation;
         self.next_generation += 1;
         let (changed, old_tree) = match self.classes.get_mut(&name) {
@@ -770,7 +770,7 @@ impl Engine {
     /// stanzas (`KEY` alone copies init's own value, or removes `KEY`).
     fn class_environment(&self, conf: &JobConf) -> Vec<String> {
         let mut env = self.config.global_env.clone();
-        for entry in &conf.env {
+        for entry in conf.env() {
             if entry.contains('=') {
                 env_set(&mut env, entry);
             } else if let Some(v) = env_get(&self.config.process_env, entry) {
@@ -821,11 +821,11 @@ impl Engine {
         for a in args {
             env_set(&mut env, a);
         }
-        match expand(&class.conf.instance, &env) {
+        match expand(class.conf.instance(), &env) {
             Ok(name) => Ok((name, env)),
             Err(e) => {
                 let mut msg = e.to_string();
-                if let Some(usage) = &class.conf.usage {
+                if let Some(usage) = class.conf.usage() {
                     msg.push_str(&format!("\nUsage: {usage}"));
                 }
                 Err(EngineError::new(ErrorKind::InvalidArgs, msg))
@@ -1010,7 +1010,7 @@ impl Engine {
             return;
         };
         let mut inst = Instance::new(class.conf.clone(), class.generation);
-        inst.stop_on = class.conf.stop_on.as_ref().map(OperatorTree::new);
+        inst.stop_on = class.conf.stop_on_shared().map(OperatorTree::new);
         let tree = inst.stop_on.clone();
         class.instances.insert(key.instance.clone(), inst);
         self.index_tree(&key.job, tree.as_ref(), true);
@@ -1161,7 +1161,7 @@ impl Engine {
         inst.exit_status = 0;
         if changed {
             let old = inst.stop_on.take();
-            inst.stop_on = current.stop_on.as_ref().map(OperatorTree::new);
+            inst.stop_on = current.stop_on_shared().map(OperatorTree::new);
             let new = inst.stop_on.clone();
             if let Some(mut old) = old {
                 self.index_tree(&key.job, Some(&old), false);
@@ -1246,7 +1246,7 @@ impl Engine {
         let Some(inst) = self.instance(key) else {
             return false;
         };
-        if inst.conf.process.get(kind).is_none() {
+        if inst.conf.process(kind).is_none() {
             return true;
         }
         self.spawn(key, kind);
@@ -1439,7 +1439,7 @@ impl Engine {
         let wants_start = inst.goal != Goal::Stop;
         let packed = status.packed();
         let abnormal = status != ExitStatus::Exited(0) || (conf.respawn && !conf.task);
-        let normal = conf.normal_exit.iter().any(|n| n.packed() == i64::from(packed));
+        let normal = conf.normal_exit().iter().any(|n| n.packed() == i64::from(packed));
         if wants_start && abnormal && !normal {
             if conf.respawn && self.respawn_enabled {
                 if self.runaway(key) {
@@ -1735,7 +1735,7 @@ impl Engine {
                     }
                 }
             }
-            for var in &inst.conf.export {
+            for var in inst.conf.export() {
                 if let Some(v) = env_get(&inst.env, var) {
                     env.push(format!("{var}={v}"));
                 }
@@ -1891,7 +1891,7 @@ impl Engine {
         for e in &start_args {
             env_set(&mut start_env, e);
         }
-        match expand(&conf.instance, &start_env) {
+        match expand(conf.instance(), &start_env) {
             Err(e) => self.log(LogLevel::Warn, format!("Failed to obtain {job} instance: {e}")),
             Ok(inst_name) => {
                 let key = InstanceKey::new(job, inst_name);

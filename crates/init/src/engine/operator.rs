@@ -3,60 +3,69 @@
 //! satisfied it, and holds a reference on that event until the tree is
 //! reset, which is how partial `and` matches keep an event in `handling`.
 //!
-//! The tree is stored flat, children before parents, so updating values is
-//! a loop; walks that need the shape recurse at most [`MAX_EXPR_DEPTH`]
-//! deep, which the parser guarantees.
+//! The expression itself is the job's, shared (an `Arc` of the parsed
+//! tree): a tree only adds the events its matches hold, and nothing at all
+//! while none holds one, which is the state of almost every job most of
+//! the time. Walks recurse at most [`MAX_EXPR_DEPTH`] deep, which the
+//! parser guarantees.
 //!
 //! [`MAX_EXPR_DEPTH`]: jobconf_parser::MAX_EXPR_DEPTH
 
+use std::sync::Arc;
+
 use jobconf_parser::expand::{Lookup, expand};
 use jobconf_parser::glob::glob_match;
-use jobconf_parser::{EventExpr, MatchArg};
+use jobconf_parser::{EventExpr, EventMatch, MatchArg};
 use serde::{Deserialize, Serialize};
 
 use super::event::EventId;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-enum Node {
-    Match {
-        name: String,
-        args: Vec<MatchArg>,
-        event: Option<EventId>,
-    },
-    And(usize, usize),
-    Or(usize, usize),
-}
-
 /// An expression with its matching state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OperatorTree {
-    nodes: Vec<Node>,
-    values: Vec<bool>,
+    expr: Arc<EventExpr>,
+    /// The event each match holds, matches left to right; empty while no
+    /// match holds one.
+    #[serde(default, skip_serializing_if = "<[_]>::is_empty")]
+    held: Box<[Option<EventId>]>,
+}
+
+/// Calls `f` on every match of `e`, left to right.
+fn for_each_match<'a>(e: &'a EventExpr, f: &mut impl FnMut(&'a EventMatch)) {
+    match e {
+        EventExpr::Match(m) => f(m),
+        EventExpr::And(l, r) | EventExpr::Or(l, r) => {
+            for_each_match(l, f);
+            for_each_match(r, f);
+        }
+    }
 }
 
 impl OperatorTree {
-    pub fn new(expr: &EventExpr) -> OperatorTree {
-        let mut nodes = Vec::new();
-        push(expr, &mut nodes);
-        let values = vec![false; nodes.len()];
-        OperatorTree { nodes, values }
+    /// A tree over `expr` (shared, not copied) with no match holding an
+    /// event.
+    pub fn new(expr: &Arc<EventExpr>) -> OperatorTree {
+        OperatorTree {
+            expr: expr.clone(),
+            held: Box::default(),
+        }
     }
 
-    fn root(&self) -> usize {
-        self.nodes.len() - 1
+    /// The expression.
+    pub fn expr(&self) -> &EventExpr {
+        &self.expr
     }
 
     /// The value of the whole expression.
     pub fn value(&self) -> bool {
-        self.values.last().copied().unwrap_or(false)
+        !self.held.is_empty() && self.collect(&self.expr, &mut 0, &mut Vec::new())
     }
 
     /// The event names the expression mentions.
     pub fn event_names(&self) -> impl Iterator<Item = &str> {
-        self.nodes.iter().filter_map(|n| match n {
-            Node::Match { name, .. } => Some(name.as_str()),
-            _ => None,
-        })
+        let mut names = Vec::new();
+        for_each_match(&self.expr, &mut |m| names.push(m.name.as_str()));
+        names.into_iter()
     }
 
     /// The dispatch-index keys of the expression: for each match, its event
@@ -64,56 +73,49 @@ impl OperatorTree {
     /// literal (see [`index_key`]), so that `started foo` is only offered
     /// `started` events whose first value is `foo`.
     pub fn index_keys(&self) -> impl Iterator<Item = String> + '_ {
-        self.nodes.iter().filter_map(|n| match n {
-            Node::Match { name, args, .. } => Some(match args.first() {
-                Some(MatchArg::Positional(p)) if is_literal(p) => index_key(name, Some(p)),
-                _ => index_key(name, None),
-            }),
-            _ => None,
-        })
+        let mut keys = Vec::new();
+        for_each_match(&self.expr, &mut |m| {
+            keys.push(match m.args.first() {
+                Some(MatchArg::Positional(p)) if is_literal(p) => index_key(&m.name, Some(p)),
+                _ => index_key(&m.name, None),
+            })
+        });
+        keys.into_iter()
+    }
+
+    /// The events the matches hold, one entry per reference.
+    pub fn held_events(&self) -> impl Iterator<Item = EventId> + '_ {
+        self.held.iter().flatten().copied()
     }
 
     /// Offers an event to every match that is not yet true
     /// (`event_operator_handle`). Returns how many matches took it; the
     /// caller adds that many blockers to the event.
     pub fn handle<L: Lookup + ?Sized>(&mut self, id: EventId, name: &str, env: &[String], vars: &L) -> u32 {
-        let mut taken = 0;
-        for (i, node) in self.nodes.iter_mut().enumerate() {
-            if let Node::Match { name: n, args, event } = node
-                && !self.values[i]
-                && n == name
-                && args_match(args, env, vars)
+        let mut taken = Vec::new();
+        let mut i = 0;
+        for_each_match(&self.expr, &mut |m| {
+            if m.name == name
+                && self.held.get(i).is_none_or(Option::is_none)
+                && args_match(&m.args, env, vars)
             {
-                self.values[i] = true;
-                *event = Some(id);
-                taken += 1;
+                taken.push(i);
             }
+            i += 1;
+        });
+        if !taken.is_empty() && self.held.is_empty() {
+            self.held = vec![None; i].into_boxed_slice();
         }
-        if taken > 0 {
-            for i in 0..self.nodes.len() {
-                self.values[i] = match self.nodes[i] {
-                    Node::Match { .. } => self.values[i],
-                    Node::And(l, r) => self.values[l] && self.values[r],
-                    Node::Or(l, r) => self.values[l] || self.values[r],
-                };
-            }
+        for &t in &taken {
+            self.held[t] = Some(id);
         }
-        taken
+        taken.len() as u32
     }
 
     /// Clears every match (`event_operator_reset`) and returns the events
     /// whose references it held, one entry per reference.
     pub fn reset(&mut self) -> Vec<EventId> {
-        let mut released = Vec::new();
-        for node in &mut self.nodes {
-            if let Node::Match { event, .. } = node
-                && let Some(id) = event.take()
-            {
-                released.push(id);
-            }
-        }
-        self.values.iter_mut().for_each(|v| *v = false);
-        released
+        std::mem::take(&mut self.held).iter().flatten().copied().collect()
     }
 
     /// The events that made the expression true, left to right, skipping
@@ -121,21 +123,35 @@ impl OperatorTree {
     /// `event_operator_environment`).
     pub fn true_events(&self) -> Vec<EventId> {
         let mut out = Vec::new();
-        if !self.nodes.is_empty() {
-            self.walk(self.root(), &mut out);
+        if !self.held.is_empty() {
+            self.collect(&self.expr, &mut 0, &mut out);
         }
         out
     }
 
-    fn walk(&self, i: usize, out: &mut Vec<EventId>) {
-        if !self.values[i] {
-            return;
-        }
-        match &self.nodes[i] {
-            Node::Match { event, .. } => out.extend(event.iter().copied()),
-            Node::And(l, r) | Node::Or(l, r) => {
-                self.walk(*l, out);
-                self.walk(*r, out);
+    /// The value of `e`, whose first match is the `next`-th of the tree,
+    /// appending to `out` the events of its true branches; `next` moves
+    /// past its matches.
+    fn collect(&self, e: &EventExpr, next: &mut usize, out: &mut Vec<EventId>) -> bool {
+        match e {
+            EventExpr::Match(_) => {
+                let held = self.held.get(*next).copied().flatten();
+                *next += 1;
+                out.extend(held);
+                held.is_some()
+            }
+            EventExpr::And(l, r) | EventExpr::Or(l, r) => {
+                let start = out.len();
+                let (l, r) = (self.collect(l, next, out), self.collect(r, next, out));
+                let value = if matches!(e, EventExpr::And(..)) {
+                    l && r
+                } else {
+                    l || r
+                };
+                if !value {
+                    out.truncate(start);
+                }
+                value
             }
         }
     }
@@ -155,20 +171,6 @@ pub fn index_key(name: &str, first: Option<&str>) -> String {
 /// nothing to expand.
 fn is_literal(pattern: &str) -> bool {
     !pattern.contains(['*', '?', '[', '\\', '$'])
-}
-
-fn push(expr: &EventExpr, nodes: &mut Vec<Node>) -> usize {
-    let node = match expr {
-        EventExpr::Match(m) => Node::Match {
-            name: m.name.clone(),
-            args: m.args.clone(),
-            event: None,
-        },
-        EventExpr::And(l, r) => Node::And(push(l, nodes), push(r, nodes)),
-        EventExpr::Or(l, r) => Node::Or(push(l, nodes), push(r, nodes)),
-    };
-    nodes.push(node);
-    nodes.len() - 1
 }
 
 /// The value of an `env` entry (`KEY=VALUE` → `VALUE`).
@@ -216,7 +218,7 @@ mod tests {
 
     fn tree(expr: &str) -> OperatorTree {
         let job = parse_job(format!("start on {expr}\n").as_bytes()).unwrap();
-        OperatorTree::new(&job.start_on.unwrap())
+        OperatorTree::new(job.start_on_shared().unwrap())
     }
 
     /// Whether a one-event expression matches the event.
