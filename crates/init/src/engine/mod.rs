@@ -24,6 +24,7 @@ mod operator;
 mod state;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use jobconf_parser::expand::expand;
@@ -31,7 +32,7 @@ use jobconf_parser::{Bound, Expect, JobConf, ProcessKind, Signal};
 use serde::{Deserialize, Serialize};
 
 pub use event::{Blocked, Event, EventId, Progress, WaitKind};
-pub use operator::{OperatorTree, args_match};
+pub use operator::{IndexKey, OperatorTree, args_match, index_key};
 pub use state::{Goal, State, next_state};
 
 /// Microseconds on a monotonic clock, supplied with every input.
@@ -449,29 +450,62 @@ fn slot_index(kind: ProcessKind) -> usize {
     }
 }
 
-/// The classes that mention an event name, with how many trees of each do
-/// (sorted by class; a small vector costs far less than a map node for the
-/// one or two classes most names have).
+/// The classes that mention an index key, with how many trees of each do,
+/// sorted by class: one exact-size allocation (most keys have one class;
+/// many classes per key only for shared events like `filesystem`).
 #[derive(Debug, Clone, Default)]
-struct Mentions(Vec<(String, u32)>);
+struct Mentions(Box<[(Box<str>, u32)]>);
 
 impl Mentions {
     fn add(&mut self, class: &str) {
-        match self.0.binary_search_by(|(c, _)| c.as_str().cmp(class)) {
+        match self.0.binary_search_by(|(c, _)| (**c).cmp(class)) {
             Ok(i) => self.0[i].1 += 1,
-            Err(i) => self.0.insert(i, (class.to_string(), 1)),
+            Err(i) => {
+                let mut v = std::mem::take(&mut self.0).into_vec();
+                v.insert(i, (class.into(), 1));
+                self.0 = v.into_boxed_slice();
+            }
         }
     }
 
     fn remove(&mut self, class: &str) {
-        if let Ok(i) = self.0.binary_search_by(|(c, _)| c.as_str().cmp(class)) {
+        if let Ok(i) = self.0.binary_search_by(|(c, _)| (**c).cmp(class)) {
             self.0[i].1 -= 1;
             if self.0[i].1 == 0 {
-                self.0.remove(i);
+                let mut v = std::mem::take(&mut self.0).into_vec();
+                v.remove(i);
+                self.0 = v.into_boxed_slice();
             }
         }
     }
+
+    fn classes(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(c, _)| &**c)
+    }
 }
+
+/// Hashes an [`IndexKey`], already a hash, to itself.
+#[derive(Debug, Clone, Copy, Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// The dispatch index: key → classes.
+type Index = HashMap<IndexKey, Mentions, BuildHasherDefault<KeyHasher>>;
 
 /// The engine.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -489,10 +523,11 @@ pub struct Engine {
     next_generation: u64,
     pids: BTreeMap<Pid, (InstanceKey, ProcessKind)>,
     timers: BTreeSet<(Time, InstanceKey, Timer)>,
-    /// Event name → classes whose `start on` or instances' `stop on`
-    /// mention it, with a count of mentions. Derived: rebuilt on restore.
+    /// Event name (or name and first value, see [`index_key`]) → classes
+    /// whose `start on` or instances' `stop on` mention it, with a count of
+    /// mentions. Derived: rebuilt on restore.
     #[serde(skip)]
-    index: HashMap<String, Mentions>,
+    index: Index,
     #[serde(skip)]
     out: Vec<Effect>,
 }
@@ -530,7 +565,7 @@ impl Engine {
             next_generation: 1,
             pids: BTreeMap::new(),
             timers: BTreeSet::new(),
-            index: HashMap::new(),
+            index: Index::default(),
             out: Vec::new(),
         }
     }
@@ -1798,19 +1833,19 @@ impl Engine {
         ev.progress = Progress::Handling;
         // Classes with a match on the name alone, and those whose match also
         // names the event's first value (`started foo` for `JOB=foo`).
-        let plain = self.index.get(&ev.name);
+        let plain = self.index.get(&index_key(&ev.name, None));
         let first = ev
             .env
             .first()
             .map(|e| e.split_once('=').map_or(e.as_str(), |(_, v)| v));
-        let refined = first.and_then(|v| self.index.get(&operator::index_key(&ev.name, Some(v))));
+        let refined = first.and_then(|v| self.index.get(&index_key(&ev.name, Some(v))));
         if plain.is_none() && refined.is_none() {
             return;
         }
         let mut classes: Vec<String> = plain
             .into_iter()
             .chain(refined)
-            .flat_map(|m| m.0.iter().map(|(c, _)| c.clone()))
+            .flat_map(|m| m.classes().map(String::from))
             .collect();
         classes.sort();
         classes.dedup();

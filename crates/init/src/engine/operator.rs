@@ -11,6 +11,7 @@
 //!
 //! [`MAX_EXPR_DEPTH`]: jobconf_parser::MAX_EXPR_DEPTH
 
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use jobconf_parser::expand::{Lookup, expand};
@@ -58,7 +59,7 @@ impl OperatorTree {
 
     /// The value of the whole expression.
     pub fn value(&self) -> bool {
-        !self.held.is_empty() && self.collect(&self.expr, &mut 0, &mut Vec::new())
+        !self.held.is_empty() && self.eval(&self.expr, &mut 0)
     }
 
     /// The event names the expression mentions.
@@ -72,7 +73,7 @@ impl OperatorTree {
     /// name, refined by its first positional argument when that is a
     /// literal (see [`index_key`]), so that `started foo` is only offered
     /// `started` events whose first value is `foo`.
-    pub fn index_keys(&self) -> impl Iterator<Item = String> + '_ {
+    pub fn index_keys(&self) -> impl Iterator<Item = IndexKey> + '_ {
         let mut keys = Vec::new();
         for_each_match(&self.expr, &mut |m| {
             keys.push(match m.args.first() {
@@ -92,24 +93,22 @@ impl OperatorTree {
     /// (`event_operator_handle`). Returns how many matches took it; the
     /// caller adds that many blockers to the event.
     pub fn handle<L: Lookup + ?Sized>(&mut self, id: EventId, name: &str, env: &[String], vars: &L) -> u32 {
-        let mut taken = Vec::new();
+        let (expr, held) = (&self.expr, &mut self.held);
+        let mut taken = 0;
         let mut i = 0;
-        for_each_match(&self.expr, &mut |m| {
-            if m.name == name
-                && self.held.get(i).is_none_or(Option::is_none)
-                && args_match(&m.args, env, vars)
-            {
-                taken.push(i);
+        for_each_match(expr, &mut |m| {
+            if m.name == name && held.get(i).is_none_or(Option::is_none) && args_match(&m.args, env, vars) {
+                if held.is_empty() {
+                    let mut matches = 0;
+                    for_each_match(expr, &mut |_| matches += 1);
+                    *held = vec![None; matches].into_boxed_slice();
+                }
+                held[i] = Some(id);
+                taken += 1;
             }
             i += 1;
         });
-        if !taken.is_empty() && self.held.is_empty() {
-            self.held = vec![None; i].into_boxed_slice();
-        }
-        for &t in &taken {
-            self.held[t] = Some(id);
-        }
-        taken.len() as u32
+        taken
     }
 
     /// Clears every match (`event_operator_reset`) and returns the events
@@ -127,6 +126,25 @@ impl OperatorTree {
             self.collect(&self.expr, &mut 0, &mut out);
         }
         out
+    }
+
+    /// The value of `e`, whose first match is the `next`-th of the tree;
+    /// `next` moves past its matches.
+    fn eval(&self, e: &EventExpr, next: &mut usize) -> bool {
+        match e {
+            EventExpr::Match(_) => {
+                *next += 1;
+                self.held.get(*next - 1).is_some_and(Option::is_some)
+            }
+            EventExpr::And(l, r) => {
+                let l = self.eval(l, next);
+                self.eval(r, next) && l
+            }
+            EventExpr::Or(l, r) => {
+                let l = self.eval(l, next);
+                self.eval(r, next) || l
+            }
+        }
     }
 
     /// The value of `e`, whose first match is the `next`-th of the tree,
@@ -157,14 +175,25 @@ impl OperatorTree {
     }
 }
 
+/// A key of the engine's dispatch index: a hash of an event name, or of a
+/// name and the literal its first positional argument must equal.
+///
+/// Two keys can collide, which only offers an event to a class that does
+/// not listen to it: its trees compare names and arguments themselves, so
+/// that offer takes nothing. A hash costs no memory per key, and no
+/// allocation per event dispatched.
+pub type IndexKey = u64;
+
 /// The index key of an event name, or of a name and the literal its first
-/// positional argument must equal. NUL separates them: no job file or event
-/// name holds one.
-pub fn index_key(name: &str, first: Option<&str>) -> String {
-    match first {
-        Some(v) => format!("{name}\0{v}"),
-        None => name.to_string(),
+/// positional argument must equal (`str` hashes end with a byte no UTF-8
+/// text holds, so the pair cannot read as another name).
+pub fn index_key(name: &str, first: Option<&str>) -> IndexKey {
+    let mut h = DefaultHasher::new();
+    name.hash(&mut h);
+    if let Some(v) = first {
+        v.hash(&mut h);
     }
+    h.finish()
 }
 
 /// A pattern that matches only itself: no glob characters, no escapes and
