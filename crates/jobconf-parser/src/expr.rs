@@ -82,9 +82,8 @@ impl<'de> Deserialize<'de> for EventExpr {
         let text = String::deserialize(d)?;
         let job = crate::parse_job(format!("start on {text}\n").as_bytes())
             .map_err(|e| serde::de::Error::custom(format!("event expression {text:?}: {e}")))?;
-        let mut job = crate::JobFields::from(job);
-        job.start_on
-            .take()
+        job.start_on()
+            .map(crate::PackedExpr::unpack)
             .ok_or_else(|| serde::de::Error::custom("empty event expression"))
     }
 }
@@ -95,29 +94,6 @@ impl EventExpr {
         match self {
             EventExpr::Match(_) => 1,
             EventExpr::And(l, r) | EventExpr::Or(l, r) => 1 + l.depth().max(r.depth()),
-        }
-    }
-
-    /// Drops the spare capacity of every string and list in the tree.
-    pub(crate) fn shrink_to_fit(&mut self) {
-        match self {
-            EventExpr::Match(m) => {
-                m.name.shrink_to_fit();
-                for a in &mut m.args {
-                    match a {
-                        MatchArg::Positional(v) => v.shrink_to_fit(),
-                        MatchArg::Equals(k, v) | MatchArg::NotEquals(k, v) => {
-                            k.shrink_to_fit();
-                            v.shrink_to_fit();
-                        }
-                    }
-                }
-                m.args.shrink_to_fit();
-            }
-            EventExpr::And(l, r) | EventExpr::Or(l, r) => {
-                l.shrink_to_fit();
-                r.shrink_to_fit();
-            }
         }
     }
 

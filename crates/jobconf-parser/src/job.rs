@@ -19,11 +19,11 @@
 //!   serde form of both. [`JobConf::fields`] and `JobConf::from` convert.
 
 use std::fmt;
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::expr::EventExpr;
+use crate::packed::PackedExpr;
 use crate::signal::Signal;
 
 /// One parsed job file (plus its `.override`, if any), stored compactly;
@@ -64,9 +64,9 @@ pub struct JobConf {
     pub expect_timeout: Option<Bound>,
     /// The processes given, in [`ProcessKind::ALL`] order.
     processes: Box<[(ProcessKind, Process)]>,
-    /// Shared with the engine's matching state for the expression.
-    start_on: Option<Arc<EventExpr>>,
-    stop_on: Option<Arc<EventExpr>>,
+    /// Packed, and shared with the engine's matching state.
+    start_on: Option<PackedExpr>,
+    stop_on: Option<PackedExpr>,
     /// The other settings that were given (not empty, not absent), in
     /// [`Item`] declaration order.
     items: Box<[Item]>,
@@ -177,23 +177,14 @@ impl JobConf {
     }
 
     /// `start on EXPR`; `None` means the job is only started by hand.
-    pub fn start_on(&self) -> Option<&EventExpr> {
-        self.start_on.as_deref()
-    }
-
-    /// `stop on EXPR`.
-    pub fn stop_on(&self) -> Option<&EventExpr> {
-        self.stop_on.as_deref()
-    }
-
-    /// `start on`, as a handle that shares the expression (for matching
-    /// state that lives as long as it, without a copy of the tree).
-    pub fn start_on_shared(&self) -> Option<&Arc<EventExpr>> {
+    /// (Cloning the expression shares it; [`PackedExpr::unpack`] gives the
+    /// tree.)
+    pub fn start_on(&self) -> Option<&PackedExpr> {
         self.start_on.as_ref()
     }
 
-    /// `stop on`, shared like [`JobConf::start_on_shared`].
-    pub fn stop_on_shared(&self) -> Option<&Arc<EventExpr>> {
+    /// `stop on EXPR`.
+    pub fn stop_on(&self) -> Option<&PackedExpr> {
         self.stop_on.as_ref()
     }
 
@@ -271,9 +262,8 @@ fn process(mut p: Process) -> Process {
     p
 }
 
-fn expr(mut e: EventExpr) -> Arc<EventExpr> {
-    e.shrink_to_fit();
-    Arc::new(e)
+fn expr(e: EventExpr) -> PackedExpr {
+    PackedExpr::new(&e)
 }
 
 impl From<JobFields> for JobConf {
@@ -371,8 +361,8 @@ impl From<JobConf> for JobFields {
             respawn_limit: c.respawn_limit,
             process_timeout: c.process_timeout,
             expect_timeout: c.expect_timeout,
-            start_on: c.start_on.map(Arc::unwrap_or_clone),
-            stop_on: c.stop_on.map(Arc::unwrap_or_clone),
+            start_on: c.start_on.map(|e| e.unpack()),
+            stop_on: c.stop_on.map(|e| e.unpack()),
             ..JobFields::default()
         };
         for (kind, p) in c.processes {

@@ -21,6 +21,7 @@ mod job;
 mod lexer;
 mod names;
 mod number;
+mod packed;
 mod parse;
 pub mod render;
 mod signal;
@@ -29,6 +30,7 @@ pub use error::{ErrorKind, FileError, ParseError};
 pub use expr::{EventExpr, EventMatch, MatchArg};
 pub use job::*;
 pub use names::{is_ignored, job_name, override_job_name};
+pub use packed::{ArgRef, Args, Nodes, PackedExpr, PackedMatch, PackedNode};
 pub use parse::{MAX_EXPR_DEPTH, parse_into, parse_job};
 pub use signal::Signal;
 

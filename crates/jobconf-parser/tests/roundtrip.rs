@@ -16,8 +16,8 @@ use std::path::PathBuf;
 
 use jobconf_parser::{
     Bound, Cgroup, Console, DEFAULT_CGROUP_NAME, ErrorKind, EventExpr, EventMatch, Expect, JobConf,
-    JobFields, Limit, LimitValue, MAX_EXPR_DEPTH, MatchArg, NormalExit, Process, ProcessKind, Processes,
-    Resource, RespawnLimit, Signal, parse_job, render_job,
+    JobFields, Limit, LimitValue, MAX_EXPR_DEPTH, MatchArg, NormalExit, PackedExpr, Process, ProcessKind,
+    Processes, Resource, RespawnLimit, Signal, parse_job, render_job,
 };
 use proptest::prelude::*;
 
@@ -138,7 +138,8 @@ fn empty_arguments_round_trip() {
     let job = parse_job(b"emits a \"\"\\\n b\n").unwrap();
     assert_eq!(job.emits(), ["a", "", "b"]);
     let job = parse_job(b"start on (a \"\"\\\n) or \"\"\\\n\n").unwrap();
-    let m = job.start_on().unwrap().matches();
+    let expr = job.start_on().unwrap().unpack();
+    let m = expr.matches();
     assert_eq!(m[0].args, [MatchArg::Positional(String::new())]);
     assert_eq!(m[1].name, "");
 }
@@ -190,7 +191,7 @@ fn chain(op: &str, depth: usize) -> String {
 #[test]
 fn expression_depth_limit() {
     let ok = parse_job(chain("or", MAX_EXPR_DEPTH).as_bytes()).unwrap();
-    assert_eq!(ok.start_on().unwrap().depth(), MAX_EXPR_DEPTH);
+    assert_eq!(ok.start_on().unwrap().unpack().depth(), MAX_EXPR_DEPTH);
     let err = parse_job(chain("or", MAX_EXPR_DEPTH + 1).as_bytes()).unwrap_err();
     assert_eq!(err.kind, ErrorKind::TooDeep);
 }
@@ -737,7 +738,7 @@ proptest! {
             let job = parse_job(file.as_bytes())
                 .map_err(|e| TestCaseError::fail(format!("{e}\n{}", e.caret())))?;
             let got = if stanza == "start on" { job.start_on() } else { job.stop_on() };
-            prop_assert_eq!(got, Some(&expr), "{}", file);
+            prop_assert_eq!(got.map(PackedExpr::unpack), Some(expr.clone()), "{}", file);
         }
     }
 
@@ -842,7 +843,7 @@ fn deep_and_long_inputs_on_a_small_stack() {
             match (*name, r) {
                 ("open parens", Err(_)) => {}
                 ("balanced parens", Ok(job)) => {
-                    assert_eq!(job.start_on().map(EventExpr::depth), Some(1))
+                    assert_eq!(job.start_on().map(|e| e.unpack().depth()), Some(1))
                 }
                 ("or chain" | "nested or", Err(ErrorKind::TooDeep)) => {}
                 ("long env", Ok(job)) => assert_eq!(job.env()[0].len(), "BIG=".len() + n * 11),

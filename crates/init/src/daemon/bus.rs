@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
-use jobconf_parser::{EventExpr, ProcessKind};
+use jobconf_parser::{EventExpr, PackedExpr, ProcessKind};
 use serde::Serialize;
 use upstart_dbus::{
     INSTANCE_INTERFACE, JOB_INTERFACE, MANAGER_INTERFACE, MANAGER_PATH, Object, instance_path, job_path,
@@ -657,8 +657,8 @@ impl Daemon {
             "author" => text(conf.author()),
             "version" => text(conf.version()),
             "usage" => text(conf.usage()),
-            "start_on" => Variant::from(rpn(conf.start_on())),
-            "stop_on" => Variant::from(rpn(conf.stop_on())),
+            "start_on" => Variant::from(rpn(conf.start_on().map(PackedExpr::unpack).as_ref())),
+            "stop_on" => Variant::from(rpn(conf.stop_on().map(PackedExpr::unpack).as_ref())),
             "emits" => Variant::from(conf.emits().to_vec()),
             _ => return None,
         })
@@ -1254,7 +1254,7 @@ mod tests {
     fn rpn_is_post_order() {
         let conf = jobconf_parser::parse_job(b"start on (a and b X=1) or c\n").unwrap();
         assert_eq!(
-            rpn(conf.start_on()),
+            rpn(conf.start_on().map(PackedExpr::unpack).as_ref()),
             vec![
                 vec!["a".to_string()],
                 vec!["b".to_string(), "X=1".to_string()],

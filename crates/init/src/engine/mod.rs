@@ -735,7 +735,7 @@ impl Engine {
     }
 
     fn load_job(&mut self, name: String, conf: Arc<JobConf>) {
-        let tree = conf.start_on_shared().map(OperatorTree::new);
+        let tree = conf.start_on().map(OperatorTree::new);
         let generation = self.next_generation;
         self.next_generation += 1;
         let (changed, old_tree) = match self.classes.get_mut(&name) {
@@ -1045,7 +1045,7 @@ impl Engine {
             return;
         };
         let mut inst = Instance::new(class.conf.clone(), class.generation);
-        inst.stop_on = class.conf.stop_on_shared().map(OperatorTree::new);
+        inst.stop_on = class.conf.stop_on().map(OperatorTree::new);
         let tree = inst.stop_on.clone();
         class.instances.insert(key.instance.clone(), inst);
         self.index_tree(&key.job, tree.as_ref(), true);
@@ -1196,7 +1196,7 @@ impl Engine {
         inst.exit_status = 0;
         if changed {
             let old = inst.stop_on.take();
-            inst.stop_on = current.stop_on_shared().map(OperatorTree::new);
+            inst.stop_on = current.stop_on().map(OperatorTree::new);
             let new = inst.stop_on.clone();
             if let Some(mut old) = old {
                 self.index_tree(&key.job, Some(&old), false);

@@ -3,20 +3,20 @@
 //! satisfied it, and holds a reference on that event until the tree is
 //! reset, which is how partial `and` matches keep an event in `handling`.
 //!
-//! The expression itself is the job's, shared (an `Arc` of the parsed
-//! tree): a tree only adds the events its matches hold, and nothing at all
-//! while none holds one, which is the state of almost every job most of
-//! the time. Walks recurse at most [`MAX_EXPR_DEPTH`] deep, which the
-//! parser guarantees.
+//! The expression itself is the job's [`PackedExpr`], shared: a tree only
+//! adds the events its matches hold, and nothing at all while none holds
+//! one, which is the state of almost every job most of the time. The packed
+//! nodes come in post-order, so values are computed in one pass with a
+//! stack as deep as the expression ([`MAX_EXPR_DEPTH`] at most, which the
+//! parser guarantees).
 //!
 //! [`MAX_EXPR_DEPTH`]: jobconf_parser::MAX_EXPR_DEPTH
 
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::Arc;
 
 use jobconf_parser::expand::{Lookup, expand};
 use jobconf_parser::glob::glob_match;
-use jobconf_parser::{EventExpr, EventMatch, MatchArg};
+use jobconf_parser::{ArgRef, PackedExpr, PackedNode};
 use serde::{Deserialize, Serialize};
 
 use super::event::EventId;
@@ -24,20 +24,50 @@ use super::event::EventId;
 /// An expression with its matching state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OperatorTree {
-    expr: Arc<EventExpr>,
+    expr: PackedExpr,
     /// The event each match holds, matches left to right; empty while no
     /// match holds one.
     #[serde(default, skip_serializing_if = "<[_]>::is_empty")]
     held: Box<[Option<EventId>]>,
 }
 
-/// Calls `f` on every match of `e`, left to right.
-fn for_each_match<'a>(e: &'a EventExpr, f: &mut impl FnMut(&'a EventMatch)) {
-    match e {
-        EventExpr::Match(m) => f(m),
-        EventExpr::And(l, r) | EventExpr::Or(l, r) => {
-            for_each_match(l, f);
-            for_each_match(r, f);
+/// A stack of values as deep as an expression, without allocating for
+/// any a parser accepts (deeper ones, only built by hand, spill to the
+/// heap).
+struct ValueStack {
+    bits: [u64; 5],
+    len: usize,
+    spill: Vec<bool>,
+}
+
+impl ValueStack {
+    fn new() -> ValueStack {
+        ValueStack {
+            bits: [0; 5],
+            len: 0,
+            spill: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, v: bool) {
+        if self.len < 320 {
+            let (w, b) = (self.len / 64, self.len % 64);
+            self.bits[w] = (self.bits[w] & !(1 << b)) | (u64::from(v) << b);
+        } else {
+            self.spill.push(v);
+        }
+        self.len += 1;
+    }
+
+    fn pop(&mut self) -> bool {
+        if self.len == 0 {
+            return false;
+        }
+        self.len -= 1;
+        if self.len < 320 {
+            self.bits[self.len / 64] & (1 << (self.len % 64)) != 0
+        } else {
+            self.spill.pop().unwrap_or(false)
         }
     }
 }
@@ -45,7 +75,7 @@ fn for_each_match<'a>(e: &'a EventExpr, f: &mut impl FnMut(&'a EventMatch)) {
 impl OperatorTree {
     /// A tree over `expr` (shared, not copied) with no match holding an
     /// event.
-    pub fn new(expr: &Arc<EventExpr>) -> OperatorTree {
+    pub fn new(expr: &PackedExpr) -> OperatorTree {
         OperatorTree {
             expr: expr.clone(),
             held: Box::default(),
@@ -53,20 +83,34 @@ impl OperatorTree {
     }
 
     /// The expression.
-    pub fn expr(&self) -> &EventExpr {
+    pub fn expr(&self) -> &PackedExpr {
         &self.expr
     }
 
     /// The value of the whole expression.
     pub fn value(&self) -> bool {
-        !self.held.is_empty() && self.eval(&self.expr, &mut 0)
+        if self.held.is_empty() {
+            return false;
+        }
+        let mut stack = ValueStack::new();
+        let mut next = 0;
+        for node in self.expr.nodes() {
+            let v = match node {
+                PackedNode::Match(_) => {
+                    next += 1;
+                    self.held.get(next - 1).is_some_and(Option::is_some)
+                }
+                PackedNode::And => stack.pop() & stack.pop(),
+                PackedNode::Or => stack.pop() | stack.pop(),
+            };
+            stack.push(v);
+        }
+        stack.pop()
     }
 
     /// The event names the expression mentions.
     pub fn event_names(&self) -> impl Iterator<Item = &str> {
-        let mut names = Vec::new();
-        for_each_match(&self.expr, &mut |m| names.push(m.name.as_str()));
-        names.into_iter()
+        self.expr.matches().map(|m| m.name)
     }
 
     /// The dispatch-index keys of the expression: for each match, its event
@@ -74,14 +118,10 @@ impl OperatorTree {
     /// literal (see [`index_key`]), so that `started foo` is only offered
     /// `started` events whose first value is `foo`.
     pub fn index_keys(&self) -> impl Iterator<Item = IndexKey> + '_ {
-        let mut keys = Vec::new();
-        for_each_match(&self.expr, &mut |m| {
-            keys.push(match m.args.first() {
-                Some(MatchArg::Positional(p)) if is_literal(p) => index_key(&m.name, Some(p)),
-                _ => index_key(&m.name, None),
-            })
-        });
-        keys.into_iter()
+        self.expr.matches().map(|m| match m.first_arg() {
+            Some(ArgRef::Positional(p)) if is_literal(p) => index_key(m.name, Some(p)),
+            _ => index_key(m.name, None),
+        })
     }
 
     /// The events the matches hold, one entry per reference.
@@ -93,21 +133,19 @@ impl OperatorTree {
     /// (`event_operator_handle`). Returns how many matches took it; the
     /// caller adds that many blockers to the event.
     pub fn handle<L: Lookup + ?Sized>(&mut self, id: EventId, name: &str, env: &[String], vars: &L) -> u32 {
-        let (expr, held) = (&self.expr, &mut self.held);
         let mut taken = 0;
-        let mut i = 0;
-        for_each_match(expr, &mut |m| {
-            if m.name == name && held.get(i).is_none_or(Option::is_none) && args_match(&m.args, env, vars) {
-                if held.is_empty() {
-                    let mut matches = 0;
-                    for_each_match(expr, &mut |_| matches += 1);
-                    *held = vec![None; matches].into_boxed_slice();
+        for (i, m) in self.expr.matches().enumerate() {
+            if m.name == name
+                && self.held.get(i).is_none_or(Option::is_none)
+                && args_match(m.args(), env, vars)
+            {
+                if self.held.is_empty() {
+                    self.held = vec![None; self.expr.matches().count()].into_boxed_slice();
                 }
-                held[i] = Some(id);
+                self.held[i] = Some(id);
                 taken += 1;
             }
-            i += 1;
-        });
+        }
         taken
     }
 
@@ -122,56 +160,38 @@ impl OperatorTree {
     /// `event_operator_environment`).
     pub fn true_events(&self) -> Vec<EventId> {
         let mut out = Vec::new();
-        if !self.held.is_empty() {
-            self.collect(&self.expr, &mut 0, &mut out);
+        if self.held.is_empty() {
+            return out;
+        }
+        // Per node on the stack: its value and where its events start.
+        let mut stack: Vec<(bool, usize)> = Vec::new();
+        let mut next = 0;
+        for node in self.expr.nodes() {
+            let entry = match node {
+                PackedNode::Match(_) => {
+                    let start = out.len();
+                    let held = self.held.get(next).copied().flatten();
+                    next += 1;
+                    out.extend(held);
+                    (held.is_some(), start)
+                }
+                PackedNode::And | PackedNode::Or => {
+                    let (Some((r, _)), Some((l, start))) = (stack.pop(), stack.pop()) else {
+                        break;
+                    };
+                    let v = if node == PackedNode::And { l && r } else { l || r };
+                    if !v {
+                        out.truncate(start);
+                    }
+                    (v, start)
+                }
+            };
+            stack.push(entry);
+        }
+        if !stack.pop().is_some_and(|(v, _)| v) {
+            out.clear();
         }
         out
-    }
-
-    /// The value of `e`, whose first match is the `next`-th of the tree;
-    /// `next` moves past its matches.
-    fn eval(&self, e: &EventExpr, next: &mut usize) -> bool {
-        match e {
-            EventExpr::Match(_) => {
-                *next += 1;
-                self.held.get(*next - 1).is_some_and(Option::is_some)
-            }
-            EventExpr::And(l, r) => {
-                let l = self.eval(l, next);
-                self.eval(r, next) && l
-            }
-            EventExpr::Or(l, r) => {
-                let l = self.eval(l, next);
-                self.eval(r, next) || l
-            }
-        }
-    }
-
-    /// The value of `e`, whose first match is the `next`-th of the tree,
-    /// appending to `out` the events of its true branches; `next` moves
-    /// past its matches.
-    fn collect(&self, e: &EventExpr, next: &mut usize, out: &mut Vec<EventId>) -> bool {
-        match e {
-            EventExpr::Match(_) => {
-                let held = self.held.get(*next).copied().flatten();
-                *next += 1;
-                out.extend(held);
-                held.is_some()
-            }
-            EventExpr::And(l, r) | EventExpr::Or(l, r) => {
-                let start = out.len();
-                let (l, r) = (self.collect(l, next, out), self.collect(r, next, out));
-                let value = if matches!(e, EventExpr::And(..)) {
-                    l && r
-                } else {
-                    l || r
-                };
-                if !value {
-                    out.truncate(start);
-                }
-                value
-            }
-        }
     }
 }
 
@@ -217,17 +237,21 @@ fn lookup<'a>(env: &'a [String], key: &str) -> Option<&'a str> {
 /// and `KEY!=` against the variable of that name (missing: no match, for
 /// `!=` too). Patterns are `$`-expanded from `vars` first; an expansion
 /// error is no match.
-pub fn args_match<L: Lookup + ?Sized>(args: &[MatchArg], env: &[String], vars: &L) -> bool {
-    args.iter().enumerate().all(|(i, arg)| match arg {
-        MatchArg::Positional(pat) => match (env.get(i), expand(pat, vars)) {
+pub fn args_match<'a, L: Lookup + ?Sized>(
+    args: impl IntoIterator<Item = ArgRef<'a>>,
+    env: &[String],
+    vars: &L,
+) -> bool {
+    args.into_iter().enumerate().all(|(i, arg)| match arg {
+        ArgRef::Positional(pat) => match (env.get(i), expand(pat, vars)) {
             (Some(entry), Ok(p)) => glob_match(&p, entry_value(entry)),
             _ => false,
         },
-        MatchArg::Equals(key, pat) => match (lookup(env, key), expand(pat, vars)) {
+        ArgRef::Equals(key, pat) => match (lookup(env, key), expand(pat, vars)) {
             (Some(v), Ok(p)) => glob_match(&p, v),
             _ => false,
         },
-        MatchArg::NotEquals(key, pat) => match (lookup(env, key), expand(pat, vars)) {
+        ArgRef::NotEquals(key, pat) => match (lookup(env, key), expand(pat, vars)) {
             (Some(v), Ok(p)) => !glob_match(&p, v),
             _ => false,
         },
@@ -247,7 +271,7 @@ mod tests {
 
     fn tree(expr: &str) -> OperatorTree {
         let job = parse_job(format!("start on {expr}\n").as_bytes()).unwrap();
-        OperatorTree::new(job.start_on_shared().unwrap())
+        OperatorTree::new(job.start_on().unwrap())
     }
 
     /// Whether a one-event expression matches the event.
