@@ -555,7 +555,6 @@ impl Prepared {
             .collect();
         let limits = conf
             .limits()
-            .iter()
             .map(|l| {
                 let index = Resource::ALL.iter().position(|r| *r == l.resource).unwrap_or(0);
                 let value = libc::rlimit {
@@ -569,7 +568,7 @@ impl Prepared {
                 )
             })
             .collect();
-        let umask = match conf.umask {
+        let umask = match conf.umask() {
             Some(mask) => Some(mask),
             None if plan.session => None,
             None => Some(DEFAULT_UMASK),
@@ -595,8 +594,8 @@ impl Prepared {
                 .map_err(|_| SpawnError::new("enter cgroup", Errno::EINVAL))?,
             limits,
             umask: umask.map(|m| m as libc::mode_t),
-            nice: conf.nice,
-            oom: conf.oom_score.map(|score| {
+            nice: conf.nice(),
+            oom: conf.oom_score().map(|score| {
                 (
                     format!("{score}\n").into_bytes(),
                     format!("{}\n", legacy_oom_adj(score)).into_bytes(),
@@ -660,10 +659,11 @@ fn set_nonblocking(fd: &OwnedFd) -> nix::Result<()> {
 /// what the child does). Returns once the child has exec'd (or stopped at
 /// its exec, when traced), or with the reason it could not.
 pub fn spawn(plan: &SpawnPlan) -> Result<Child, SpawnError> {
-    let process = plan
+    let process = &plan
         .conf
         .process(plan.process)
-        .ok_or(SpawnError::new("find process", Errno::ENOENT))?;
+        .ok_or(SpawnError::new("find process", Errno::ENOENT))?
+        .to_owned();
     let (argv, script) = match command_of(process) {
         Command::Piped(text) => (command_argv(process), Some(text)),
         _ => (command_argv(process), None),
@@ -2164,7 +2164,7 @@ mod tests {
                 hard: LimitValue::Value(3),
             })
         });
-        conf.oom_score = Some(100);
+        conf.edit(|c| c.oom_score = Some(100));
         let plan = SpawnPlan {
             console: Console::None,
             ..plan(&conf, &env)
@@ -2183,7 +2183,7 @@ mod tests {
         let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o002));
         let conf = script_conf("umask");
         let mut set = script_conf("umask");
-        set.umask = Some(0o027);
+        set.edit(|c| c.umask = Some(0o027));
         let system = run_ok(&plan(&conf, &env));
         let session = run_ok(&SpawnPlan {
             session: true,
@@ -2205,13 +2205,13 @@ mod tests {
     fn nice() {
         let env = env();
         let mut conf = exec_conf("nice");
-        conf.nice = Some(7);
+        conf.edit(|c| c.nice = Some(7));
         assert_eq!(run_ok(&plan(&conf, &env)), "7\n");
         if is_root() {
-            conf.nice = Some(-5);
+            conf.edit(|c| c.nice = Some(-5));
             assert_eq!(run_ok(&plan(&conf, &env)), "-5\n");
         } else {
-            conf.nice = Some(-5);
+            conf.edit(|c| c.nice = Some(-5));
             assert_eq!(
                 spawn(&plan(&conf, &env)).unwrap_err(),
                 SpawnError::new("set priority", Errno::EACCES)
@@ -2223,11 +2223,11 @@ mod tests {
     fn oom_score() {
         let env = env();
         let mut conf = exec_conf("cat /proc/self/oom_score_adj");
-        conf.oom_score = Some(345);
+        conf.edit(|c| c.oom_score = Some(345));
         assert_eq!(run_ok(&plan(&conf, &env)), "345\n");
         // Lowering the score takes CAP_SYS_RESOURCE (which root here may
         // lack), else the job fails at that step.
-        conf.oom_score = Some(-1000);
+        conf.edit(|c| c.oom_score = Some(-1000));
         if caps::has_cap(None, caps::CapSet::Effective, caps::Capability::CAP_SYS_RESOURCE).unwrap() {
             assert_eq!(run_ok(&plan(&conf, &env)), "-1000\n");
         } else {

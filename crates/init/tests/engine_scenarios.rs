@@ -2167,7 +2167,7 @@ fn changed_job_reaches_the_instance_at_restart_and_respawn() {
     sim.exit("d", "", Main, Signaled(2));
     let spawn = sim.last_spawn("d", "", Main);
     assert_eq!(spawn.conf.process(ProcessKind::Main).unwrap().command, "/bin/v3");
-    assert!(!spawn.conf.respawn);
+    assert!(!spawn.conf.respawn());
     assert_eq!(sim.state("d", ""), Some(State::Running));
 }
 

@@ -12,6 +12,7 @@
 //! section 1 of `upstart-reference.md`; where it flags an Upstart bug, the
 //! fix is documented at the function that makes it.
 
+mod bytes;
 pub mod dump;
 mod error;
 pub mod expand;

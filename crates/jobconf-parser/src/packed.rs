@@ -17,15 +17,14 @@
 //! len   := unsigned LEB128
 //! ```
 //!
-//! Only [`PackedExpr::new`] writes a buffer, from strings, so every string
-//! read back is valid UTF-8; reading never panics on a buffer it did not
-//! write either (it stops, or reads empty strings).
+//! (The encoding of lengths and strings is [`crate::bytes`]'.)
 
 use std::fmt;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::bytes::{Reader, Writer};
 use crate::expr::{EventExpr, EventMatch, MatchArg};
 
 const AND: u8 = 0;
@@ -78,40 +77,23 @@ impl ArgRef<'_> {
     }
 }
 
-fn put_len(out: &mut Vec<u8>, mut n: usize) {
-    loop {
-        let b = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(b);
-            return;
-        }
-        out.push(b | 0x80);
-    }
-}
-
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    put_len(out, s.len());
-    out.extend_from_slice(s.as_bytes());
-}
-
-fn pack(e: &EventExpr, out: &mut Vec<u8>) {
+fn pack(e: &EventExpr, out: &mut Writer) {
     match e {
         EventExpr::Match(m) => {
-            out.push(MATCH);
-            put_len(out, m.args.len());
-            put_str(out, &m.name);
+            out.byte(MATCH);
+            out.len(m.args.len());
+            out.str(&m.name);
             for a in &m.args {
                 match a {
                     MatchArg::Positional(v) => {
-                        out.push(POSITIONAL);
-                        put_str(out, v);
+                        out.byte(POSITIONAL);
+                        out.str(v);
                     }
                     MatchArg::Equals(k, v) | MatchArg::NotEquals(k, v) => {
                         let eq = matches!(a, MatchArg::Equals(..));
-                        out.push(if eq { EQUALS } else { NOT_EQUALS });
-                        put_str(out, k);
-                        put_str(out, v);
+                        out.byte(if eq { EQUALS } else { NOT_EQUALS });
+                        out.str(k);
+                        out.str(v);
                     }
                 }
             }
@@ -119,49 +101,17 @@ fn pack(e: &EventExpr, out: &mut Vec<u8>) {
         EventExpr::And(l, r) | EventExpr::Or(l, r) => {
             pack(l, out);
             pack(r, out);
-            out.push(if matches!(e, EventExpr::And(..)) { AND } else { OR });
+            out.byte(if matches!(e, EventExpr::And(..)) { AND } else { OR });
         }
     }
 }
 
-/// Reads a packed buffer from the front.
-#[derive(Debug, Clone)]
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn byte(&mut self) -> Option<u8> {
-        let (&b, rest) = self.0.split_first()?;
-        self.0 = rest;
-        Some(b)
-    }
-
-    fn len(&mut self) -> usize {
-        let mut n = 0usize;
-        let mut shift = 0;
-        while let Some(b) = self.byte() {
-            n |= usize::from(b & 0x7f).checked_shl(shift).unwrap_or(0);
-            shift += 7;
-            if b & 0x80 == 0 {
-                break;
-            }
-        }
-        n
-    }
-
-    fn str(&mut self) -> &'a str {
-        let n = self.len().min(self.0.len());
-        let (s, rest) = self.0.split_at(n);
-        self.0 = rest;
-        std::str::from_utf8(s).unwrap_or_default()
-    }
-
-    fn arg(&mut self) -> Option<ArgRef<'a>> {
-        Some(match self.byte()? {
-            POSITIONAL => ArgRef::Positional(self.str()),
-            EQUALS => ArgRef::Equals(self.str(), self.str()),
-            _ => ArgRef::NotEquals(self.str(), self.str()),
-        })
-    }
+fn arg<'a>(r: &mut Reader<'a>) -> Option<ArgRef<'a>> {
+    Some(match r.byte()? {
+        POSITIONAL => ArgRef::Positional(r.str()),
+        EQUALS => ArgRef::Equals(r.str(), r.str()),
+        _ => ArgRef::NotEquals(r.str(), r.str()),
+    })
 }
 
 /// The nodes of a [`PackedExpr`], in post-order.
@@ -181,7 +131,9 @@ impl<'a> Iterator for Nodes<'a> {
                 let name = r.str();
                 let start = r.0;
                 for _ in 0..count {
-                    r.arg();
+                    if arg(r).is_none() {
+                        break;
+                    }
                 }
                 let args = &start[..start.len() - r.0.len()];
                 PackedNode::Match(PackedMatch { name, count, args })
@@ -205,7 +157,7 @@ impl<'a> Iterator for Args<'a> {
             return None;
         }
         self.left -= 1;
-        self.reader.arg()
+        arg(&mut self.reader)
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -231,9 +183,9 @@ impl<'a> PackedMatch<'a> {
 impl PackedExpr {
     /// Packs a tree.
     pub fn new(e: &EventExpr) -> PackedExpr {
-        let mut out = Vec::new();
+        let mut out = Writer(Vec::new());
         pack(e, &mut out);
-        PackedExpr(out.into())
+        PackedExpr(out.0.into())
     }
 
     /// The nodes in post-order: each match, then `and`/`or` once both its

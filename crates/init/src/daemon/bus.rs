@@ -659,7 +659,7 @@ impl Daemon {
             "usage" => text(conf.usage()),
             "start_on" => Variant::from(rpn(conf.start_on().map(PackedExpr::unpack).as_ref())),
             "stop_on" => Variant::from(rpn(conf.stop_on().map(PackedExpr::unpack).as_ref())),
-            "emits" => Variant::from(conf.emits().to_vec()),
+            "emits" => Variant::from(conf.emits().map(String::from).collect::<Vec<_>>()),
             _ => return None,
         })
     }

@@ -994,7 +994,7 @@ impl Engine {
         let inst = self.instance(key).ok_or_else(|| Self::unknown_instance(key))?;
         match inst.pid(ProcessKind::Main) {
             Some(pid) => {
-                let signal = inst.conf.reload_signal;
+                let signal = inst.conf.reload_signal();
                 self.out.push(Effect::Kill {
                     key: key.clone(),
                     process: ProcessKind::Main,
@@ -1217,7 +1217,7 @@ impl Engine {
             self.job_finished(key, false);
         } else {
             self.emit_job_event(key, "started", false);
-            if !self.instance(key).is_some_and(|i| i.conf.task) {
+            if !self.instance(key).is_some_and(|i| i.conf.task()) {
                 self.job_finished(key, false);
             }
         }
@@ -1231,7 +1231,7 @@ impl Engine {
         };
         match inst.slots[0] {
             Slot::Alive(pid) => {
-                let (signal, timeout) = (inst.conf.kill_signal, inst.conf.kill_timeout);
+                let (signal, timeout) = (inst.conf.kill_signal(), inst.conf.kill_timeout());
                 self.out.push(Effect::Kill {
                     key: key.clone(),
                     process: ProcessKind::Main,
@@ -1313,9 +1313,10 @@ impl Engine {
         let env = self.process_environment(key, inst, kind);
         let conf = inst.conf.clone();
         let bound = if kind == ProcessKind::Main {
-            (conf.expect != Expect::None).then(|| conf.expect_timeout.unwrap_or(self.config.expect_timeout))
+            (conf.expect() != Expect::None)
+                .then(|| conf.expect_timeout().unwrap_or(self.config.expect_timeout))
         } else {
-            Some(conf.process_timeout.unwrap_or(self.config.process_timeout))
+            Some(conf.process_timeout().unwrap_or(self.config.process_timeout))
         };
         self.inst_mut(key).slots[slot_index(kind)] = Slot::Spawning;
         if let Some(Bound::Seconds(s)) = bound {
@@ -1334,7 +1335,7 @@ impl Engine {
         if inst.slots[slot_index(kind)] != Slot::Spawning {
             return;
         }
-        let (state, expect) = (inst.state, inst.conf.expect);
+        let (state, expect) = (inst.state, inst.conf.expect());
         self.inst_mut(key).slots[slot_index(kind)] = Slot::Alive(pid);
         self.pids.insert(pid, (key.clone(), kind));
         self.log(
@@ -1473,10 +1474,10 @@ impl Engine {
         let conf = inst.conf.clone();
         let wants_start = inst.goal != Goal::Stop;
         let packed = status.packed();
-        let abnormal = status != ExitStatus::Exited(0) || (conf.respawn && !conf.task);
-        let normal = conf.normal_exit().iter().any(|n| n.packed() == i64::from(packed));
+        let abnormal = status != ExitStatus::Exited(0) || (conf.respawn() && !conf.task());
+        let normal = conf.normal_exit().any(|n| n.packed() == i64::from(packed));
         if wants_start && abnormal && !normal {
-            if conf.respawn && self.respawn_enabled {
+            if conf.respawn() && self.respawn_enabled {
                 if self.runaway(key) {
                     self.log(
                         LogLevel::Warn,
@@ -1514,7 +1515,7 @@ impl Engine {
     fn runaway(&mut self, key: &InstanceKey) -> bool {
         let now = self.now;
         let inst = self.inst_mut(key);
-        let limit = inst.conf.respawn_limit;
+        let limit = inst.conf.respawn_limit();
         if limit.is_unlimited() {
             return false;
         }
@@ -1638,7 +1639,7 @@ impl Engine {
         match timer {
             Timer::Kill => {
                 if let (State::Killed, Some(pid)) = (inst.state, inst.pid(ProcessKind::Main)) {
-                    let secs = inst.conf.kill_timeout;
+                    let secs = inst.conf.kill_timeout();
                     self.log(
                         LogLevel::Warn,
                         format!(
@@ -1659,7 +1660,7 @@ impl Engine {
                 if inst.state != State::Spawned {
                     return;
                 }
-                let expect = inst.conf.expect.name();
+                let expect = inst.conf.expect().name();
                 let pid = inst
                     .pid(ProcessKind::Main)
                     .map_or("?".to_string(), |p| p.to_string());
