@@ -77,8 +77,9 @@ pub enum ConfChange {
     Load {
         name: String,
         conf: Arc<JobConf>,
-        /// The `.conf` file the definition comes from.
-        path: PathBuf,
+        /// The `.conf` file the definition comes from (shared with the
+        /// sources' own record of it).
+        path: Arc<Path>,
     },
     /// A job no longer has a definition.
     Remove { name: String },
@@ -346,7 +347,7 @@ impl ConfSources {
                 }
                 (_, Some(new)) => changes.push(ConfChange::Load {
                     conf: new.conf.clone(),
-                    path: new.path.to_path_buf(),
+                    path: new.path.clone(),
                     name: name.to_string(),
                 }),
                 (None, None) => {}
@@ -1269,7 +1270,7 @@ mod tests {
         );
         match &changes[2] {
             ConfChange::Load { path, conf, .. } => {
-                assert_eq!(path, &t.path("init/net/apache.conf"));
+                assert_eq!(**path, *t.path("init/net/apache.conf"));
                 assert_eq!(**conf, parse_job(job("apache").as_bytes()).unwrap());
             }
             other => panic!("{other:?}"),
@@ -1339,7 +1340,7 @@ mod tests {
         t.write("one/foo.conf", &job("foo"));
         let changes = src.rescan();
         assert_eq!(summary(&changes), ["load foo foo"]);
-        assert!(matches!(&changes[0], ConfChange::Load { path, .. } if path == &t.path("one/foo.conf")));
+        assert!(matches!(&changes[0], ConfChange::Load { path, .. } if **path == *t.path("one/foo.conf")));
     }
 
     #[test]

@@ -676,7 +676,9 @@ impl From<&JobFields> for JobConf {
         JobConf {
             start_on: f.start_on.as_ref().map(PackedExpr::new),
             stop_on: f.stop_on.as_ref().map(PackedExpr::new),
-            settings: s.out.0.into_boxed_slice(),
+            // A copy of the exact size: shrinking in place would leave a
+            // small hole in the heap per job.
+            settings: s.out.0.as_slice().into(),
         }
     }
 }

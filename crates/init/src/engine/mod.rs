@@ -457,14 +457,24 @@ fn slot_index(kind: ProcessKind) -> usize {
 struct Mentions(Box<[(Box<str>, u32)]>);
 
 impl Mentions {
+    /// The entries with `i` replaced by `new` (inserted before it when
+    /// `insert`), in a new allocation of the exact size: shrinking one in
+    /// place would leave a small hole in the heap per change.
+    fn splice(&mut self, i: usize, insert: bool, new: Option<(Box<str>, u32)>) {
+        let old = std::mem::take(&mut self.0).into_vec();
+        let len = old.len() + usize::from(insert) - usize::from(new.is_none());
+        let mut v = Vec::with_capacity(len);
+        let mut old = old.into_iter();
+        v.extend(old.by_ref().take(i));
+        v.extend(new);
+        v.extend(old.skip(usize::from(!insert)));
+        self.0 = v.into_boxed_slice();
+    }
+
     fn add(&mut self, class: &str) {
         match self.0.binary_search_by(|(c, _)| (**c).cmp(class)) {
             Ok(i) => self.0[i].1 += 1,
-            Err(i) => {
-                let mut v = std::mem::take(&mut self.0).into_vec();
-                v.insert(i, (class.into(), 1));
-                self.0 = v.into_boxed_slice();
-            }
+            Err(i) => self.splice(i, true, Some((class.into(), 1))),
         }
     }
 
@@ -472,9 +482,7 @@ impl Mentions {
         if let Ok(i) = self.0.binary_search_by(|(c, _)| (**c).cmp(class)) {
             self.0[i].1 -= 1;
             if self.0[i].1 == 0 {
-                let mut v = std::mem::take(&mut self.0).into_vec();
-                v.remove(i);
-                self.0 = v.into_boxed_slice();
+                self.splice(i, false, None);
             }
         }
     }
