@@ -13,7 +13,9 @@
 //! - `engine only`: the difference, what the engine adds.
 //!
 //! Then glibc's own view (`mallinfo2`) of the whole heap after loading:
-//! in-use and free bytes, before and after `malloc_trim(0)`.
+//! in-use and free bytes, before and after `malloc_trim(0)`; with
+//! `MALLOC_INFO` set in the environment, also `malloc_info`'s XML, whose
+//! free chunks by size show holes left between live allocations.
 //!
 //! Run with `cargo bench -p init --bench memory`.
 
@@ -181,6 +183,13 @@ fn main() {
         m.fordblks / 1024,
         m.keepcost / 1024
     );
+    if std::env::var_os("MALLOC_INFO").is_some() {
+        unsafe {
+            let f = libc::fdopen(1, c"w".as_ptr());
+            libc::malloc_info(0, f);
+            libc::fflush(f);
+        }
+    }
     unsafe { libc::malloc_trim(0) };
     let m = unsafe { libc::mallinfo2() };
     println!(
