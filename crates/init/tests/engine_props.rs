@@ -873,7 +873,7 @@ impl Sim {
     /// What holds between any two inputs.
     fn check_between(&self) -> Res {
         let e = &self.engine;
-        let classes: BTreeSet<String> = e.classes().keys().cloned().collect();
+        let classes: BTreeSet<String> = e.classes().keys().map(String::from).collect();
         ensure!(
             classes == self.jobs,
             "classes() {classes:?} but signals say {:?}",
@@ -883,7 +883,7 @@ impl Sim {
         let mut owned = BTreeSet::new();
         for (job, class) in e.classes() {
             for (name, inst) in &class.instances {
-                let key = InstanceKey::new(job.clone(), name.clone());
+                let key = InstanceKey::new(job, name.clone());
                 let Some(t) = self.insts.get(&key) else {
                     return Err(format!("instance {key:?} in classes() was never added"));
                 };
@@ -1044,7 +1044,7 @@ impl Sim {
                     .iter()
                     .filter_map(move |(name, i)| match (i.state, i.slots[0]) {
                         (State::Spawned, Slot::Alive(pid)) => {
-                            Some((InstanceKey::new(job.clone(), name.clone()), pid))
+                            Some((InstanceKey::new(job, name.clone()), pid))
                         }
                         _ => None,
                     })
@@ -1215,7 +1215,7 @@ impl Sim {
     fn drain(&mut self) -> Result<bool, String> {
         self.hold_new = false;
         self.fail_mask = 0;
-        let names: Vec<String> = self.engine.classes().keys().cloned().collect();
+        let names: Vec<String> = self.engine.classes().keys().map(String::from).collect();
         for name in names {
             self.feed(Input::RemoveJob { name })?;
         }
@@ -1363,7 +1363,7 @@ impl Sim {
                     }
                 }
                 if let Some(id) = inst.blocker {
-                    let key = InstanceKey::new(job.clone(), name.clone());
+                    let key = InstanceKey::new(job, name.clone());
                     ensure!(
                         matches!(inst.state, State::Starting | State::Stopping),
                         "{key:?} in {:?} has blocker {id:?}",

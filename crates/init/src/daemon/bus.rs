@@ -822,7 +822,7 @@ impl Daemon {
             None => {
                 let p = path.trim_end_matches('/');
                 if p == upstart_dbus::JOBS_PATH {
-                    children.extend(self.engine.classes().keys().map(|j| upstart_dbus::escape(j)));
+                    children.extend(self.engine.classes().keys().map(upstart_dbus::escape));
                 } else if let Some(rest) = MANAGER_PATH.strip_prefix(p).and_then(|r| r.strip_prefix('/'))
                     && let Some(first) = rest.split('/').next()
                 {

@@ -440,6 +440,76 @@ pub struct Class {
     pub removed: bool,
 }
 
+/// The job classes by name, what [`Engine::classes`] shows. Each name is
+/// one shared allocation, also held by the dispatch index.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Classes(BTreeMap<Arc<str>, Class>);
+
+/// The iterator over [`Classes`].
+pub type ClassesIter<'a> = std::iter::Map<
+    std::collections::btree_map::Iter<'a, Arc<str>, Class>,
+    fn((&'a Arc<str>, &'a Class)) -> (&'a str, &'a Class),
+>;
+
+impl Classes {
+    pub fn get(&self, name: &str) -> Option<&Class> {
+        self.0.get(name)
+    }
+
+    fn get_mut(&mut self, name: &str) -> Option<&mut Class> {
+        self.0.get_mut(name)
+    }
+
+    pub fn contains_key(&self, name: &str) -> bool {
+        self.0.contains_key(name)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Classes in name order.
+    pub fn iter(&self) -> ClassesIter<'_> {
+        self.0.iter().map(|(k, v)| (&**k, v))
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(|k| &**k)
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &Class> {
+        self.0.values()
+    }
+
+    /// The shared name of a class.
+    fn name(&self, name: &str) -> Option<Arc<str>> {
+        self.0.get_key_value(name).map(|(k, _)| k.clone())
+    }
+}
+
+impl std::ops::Index<&str> for Classes {
+    type Output = Class;
+
+    /// The class of that name; panics if there is none (as a map's index).
+    fn index(&self, name: &str) -> &Class {
+        &self.0[name]
+    }
+}
+
+impl<'a> IntoIterator for &'a Classes {
+    type Item = (&'a str, &'a Class);
+    type IntoIter = ClassesIter<'a>;
+
+    fn into_iter(self) -> ClassesIter<'a> {
+        self.iter()
+    }
+}
+
 fn slot_index(kind: ProcessKind) -> usize {
     match kind {
         ProcessKind::Main => 0,
@@ -451,44 +521,80 @@ fn slot_index(kind: ProcessKind) -> usize {
 }
 
 /// The classes that mention an index key, with how many trees of each do,
-/// sorted by class: one exact-size allocation (most keys have one class;
-/// many classes per key only for shared events like `filesystem`).
-#[derive(Debug, Clone, Default)]
-struct Mentions(Box<[(Box<str>, u32)]>);
+/// sorted by class. Most keys have one class, kept inline; more (shared
+/// events like `filesystem`) take one allocation of the exact size.
+#[derive(Debug, Clone)]
+enum Mentions {
+    One((Arc<str>, u32)),
+    Many(Box<[(Arc<str>, u32)]>),
+}
+
+impl Default for Mentions {
+    fn default() -> Self {
+        Mentions::Many(Box::default())
+    }
+}
 
 impl Mentions {
+    fn entries(&self) -> &[(Arc<str>, u32)] {
+        match self {
+            Mentions::One(e) => std::slice::from_ref(e),
+            Mentions::Many(v) => v,
+        }
+    }
+
+    fn entries_mut(&mut self) -> &mut [(Arc<str>, u32)] {
+        match self {
+            Mentions::One(e) => std::slice::from_mut(e),
+            Mentions::Many(v) => v,
+        }
+    }
+
     /// The entries with `i` replaced by `new` (inserted before it when
     /// `insert`), in a new allocation of the exact size: shrinking one in
     /// place would leave a small hole in the heap per change.
-    fn splice(&mut self, i: usize, insert: bool, new: Option<(Box<str>, u32)>) {
-        let old = std::mem::take(&mut self.0).into_vec();
+    fn splice(&mut self, i: usize, insert: bool, new: Option<(Arc<str>, u32)>) {
+        let old = match std::mem::take(self) {
+            Mentions::One(e) => vec![e],
+            Mentions::Many(v) => v.into_vec(),
+        };
         let len = old.len() + usize::from(insert) - usize::from(new.is_none());
         let mut v = Vec::with_capacity(len);
         let mut old = old.into_iter();
         v.extend(old.by_ref().take(i));
         v.extend(new);
         v.extend(old.skip(usize::from(!insert)));
-        self.0 = v.into_boxed_slice();
+        *self = match v.pop() {
+            Some(e) if v.is_empty() => Mentions::One(e),
+            last => {
+                v.extend(last);
+                Mentions::Many(v.into_boxed_slice())
+            }
+        };
     }
 
-    fn add(&mut self, class: &str) {
-        match self.0.binary_search_by(|(c, _)| (**c).cmp(class)) {
-            Ok(i) => self.0[i].1 += 1,
-            Err(i) => self.splice(i, true, Some((class.into(), 1))),
+    fn add(&mut self, class: &Arc<str>) {
+        match self.entries().binary_search_by(|(c, _)| c.cmp(class)) {
+            Ok(i) => self.entries_mut()[i].1 += 1,
+            Err(i) => self.splice(i, true, Some((class.clone(), 1))),
         }
     }
 
     fn remove(&mut self, class: &str) {
-        if let Ok(i) = self.0.binary_search_by(|(c, _)| (**c).cmp(class)) {
-            self.0[i].1 -= 1;
-            if self.0[i].1 == 0 {
+        if let Ok(i) = self.entries().binary_search_by(|(c, _)| (**c).cmp(class)) {
+            self.entries_mut()[i].1 -= 1;
+            if self.entries()[i].1 == 0 {
                 self.splice(i, false, None);
             }
         }
     }
 
-    fn classes(&self) -> impl Iterator<Item = &str> {
-        self.0.iter().map(|(c, _)| &**c)
+    fn is_empty(&self) -> bool {
+        self.entries().is_empty()
+    }
+
+    fn classes(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.entries().iter().map(|(c, _)| c)
     }
 }
 
@@ -521,7 +627,7 @@ pub struct Engine {
     config: EngineConfig,
     now: Time,
     respawn_enabled: bool,
-    classes: BTreeMap<String, Class>,
+    classes: Classes,
     events: BTreeMap<EventId, Event>,
     pending: VecDeque<EventId>,
     finishable: BTreeSet<EventId>,
@@ -565,7 +671,7 @@ impl Engine {
             config,
             now: 0,
             respawn_enabled: true,
-            classes: BTreeMap::new(),
+            classes: Classes::default(),
             events: BTreeMap::new(),
             pending: VecDeque::new(),
             finishable: BTreeSet::new(),
@@ -582,7 +688,7 @@ impl Engine {
     pub fn restored(mut self) -> Engine {
         self.index.clear();
         let mut mentions = Vec::new();
-        for (name, class) in &self.classes {
+        for (name, class) in &self.classes.0 {
             if let Some(t) = &class.start_on {
                 mentions.extend(t.index_keys().map(|e| (e, name.clone())));
             }
@@ -621,7 +727,7 @@ impl Engine {
     }
 
     /// The job classes.
-    pub fn classes(&self) -> &BTreeMap<String, Class> {
+    pub fn classes(&self) -> &Classes {
         &self.classes
     }
 
@@ -629,11 +735,7 @@ impl Engine {
     pub fn instance_keys(&self) -> Vec<InstanceKey> {
         self.classes
             .iter()
-            .flat_map(|(job, c)| {
-                c.instances
-                    .keys()
-                    .map(move |i| InstanceKey::new(job.clone(), i.clone()))
-            })
+            .flat_map(|(job, c)| c.instances.keys().map(move |i| InstanceKey::new(job, i.clone())))
             .collect()
     }
 
@@ -730,12 +832,13 @@ impl Engine {
 
     fn index_tree(&mut self, class: &str, tree: Option<&OperatorTree>, add: bool) {
         let Some(tree) = tree else { return };
+        let name = self.classes.name(class).unwrap_or_else(|| class.into());
         for key in tree.index_keys() {
             if add {
-                self.index.entry(key).or_default().add(class);
+                self.index.entry(key).or_default().add(&name);
             } else if let Some(classes) = self.index.get_mut(&key) {
                 classes.remove(class);
-                if classes.0.is_empty() {
+                if classes.is_empty() {
                     self.index.remove(&key);
                 }
             }
@@ -754,8 +857,8 @@ impl Engine {
                 (true, std::mem::replace(&mut class.start_on, tree.clone()))
             }
             None => {
-                self.classes.insert(
-                    name.clone(),
+                self.classes.0.insert(
+                    name.as_str().into(),
                     Class {
                         conf,
                         generation,
@@ -804,7 +907,7 @@ impl Engine {
             && class.removed
             && class.instances.is_empty()
         {
-            self.classes.remove(name);
+            self.classes.0.remove(name);
             self.signal(BusSignal::JobRemoved(name.to_string()));
         }
     }
@@ -1034,13 +1137,17 @@ impl Engine {
     /// The instance, which callers have checked exists. A missing one gets
     /// a detached dummy, so a logic slip can never panic PID 1.
     fn inst_mut(&mut self, key: &InstanceKey) -> &mut Instance {
-        let class = self.classes.entry(key.job.clone()).or_insert_with(|| Class {
-            conf: Arc::new(JobConf::default()),
-            generation: 0,
-            start_on: None,
-            instances: BTreeMap::new(),
-            removed: true,
-        });
+        let class = self
+            .classes
+            .0
+            .entry(key.job.as_str().into())
+            .or_insert_with(|| Class {
+                conf: Arc::new(JobConf::default()),
+                generation: 0,
+                start_on: None,
+                instances: BTreeMap::new(),
+                removed: true,
+            });
         let conf = class.conf.clone();
         class
             .instances
@@ -1851,10 +1958,10 @@ impl Engine {
         if plain.is_none() && refined.is_none() {
             return;
         }
-        let mut classes: Vec<String> = plain
+        let mut classes: Vec<Arc<str>> = plain
             .into_iter()
             .chain(refined)
-            .flat_map(|m| m.classes().map(String::from))
+            .flat_map(|m| m.classes().cloned())
             .collect();
         classes.sort();
         classes.dedup();
