@@ -36,7 +36,7 @@
 //!   inotify wake-up finds it older than [`PENDING_EXPIRY`] (a writer that
 //!   never closes), and a full [`ConfSources::rescan`] ignores it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::{self, OpenOptions};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::{self, Read};
@@ -275,8 +275,16 @@ impl ConfSources {
     fn resolve(&mut self, full: bool) -> Vec<ConfChange> {
         let names: BTreeSet<&Arc<str>> = self.listings.iter().flat_map(|l| l.confs.keys()).collect();
         let mut errors: Vec<(FileError, bool)> = Vec::new();
-        let mut current: BTreeMap<Arc<str>, Loaded> = BTreeMap::new();
+        // Allocated before parsing starts, not grown among what parsing
+        // keeps: what is freed at the end leaves no holes between the jobs.
+        let mut current = ByName(Vec::with_capacity(names.len()));
         let cache = &mut self.cache;
+        let files: usize = self
+            .listings
+            .iter()
+            .map(|l| l.confs.0.len() + l.overrides.0.len())
+            .sum();
+        cache.files.reserve(files.saturating_sub(cache.files.len()));
         for name in names {
             let mut ovr: Option<Ovr> = None;
             let mut owner: Option<(&Entry, Def)> = None;
@@ -303,7 +311,7 @@ impl ConfSources {
                 }
                 _ => base.0,
             };
-            current.insert(
+            current.push(
                 name.clone(),
                 Loaded {
                     conf,
@@ -322,7 +330,7 @@ impl ConfSources {
         cache.files.retain(|p, _| listed.contains(&**p));
         cache.io_logged.retain(|p, _| listed.contains(p.as_path()));
         cache.pending.retain(|p, _| listed.contains(p.as_path()));
-        cache.merges.retain(|n, _| current.contains_key(n.as_str()));
+        cache.merges.retain(|n, _| current.get(n).is_some());
         // Entries go when files do: give back the space they held.
         cache.files.shrink_to_fit();
         cache.merges.shrink_to_fit();
@@ -355,7 +363,8 @@ impl ConfSources {
                 (None, None) => {}
             }
         }
-        self.loaded = ByName(current.into_iter().collect());
+        current.0.shrink_to_fit();
+        self.loaded = current;
         changes
     }
 }
@@ -475,6 +484,11 @@ impl<T> ByName<T> {
     fn get(&self, name: &str) -> Option<&T> {
         let i = self.0.binary_search_by(|(n, _)| (**n).cmp(name)).ok()?;
         Some(&self.0[i].1)
+    }
+
+    fn get_mut(&mut self, name: &str) -> Option<&mut T> {
+        let i = self.0.binary_search_by(|(n, _)| (**n).cmp(name)).ok()?;
+        Some(&mut self.0[i].1)
     }
 
     fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &T)> {
