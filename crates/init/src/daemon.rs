@@ -206,6 +206,10 @@ impl Daemon {
         for change in self.conf.rescan() {
             self.conf_change(change);
         }
+        // Loading freed the files' text, parse buffers and the list of
+        // changes between what it keeps: give those pages back.
+        // SAFETY: malloc_trim only releases free memory of the allocator.
+        unsafe { libc::malloc_trim(0) };
         if let Some((path, address)) = &self.opts.session_file
             && let Err(e) = crate::session::write_session_file(path, address)
         {
