@@ -1157,3 +1157,59 @@ pub struct Cgroup {
     /// `KEY VALUE` settings in file order.
     pub settings: Vec<(String, String)>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse_job;
+
+    #[test]
+    fn a_typical_job_takes_a_few_hundred_bytes() {
+        let job = parse_job(
+            b"description \"a service\"\nauthor \"someone\"\nstart on runlevel [2345]\n\
+              stop on runlevel [!2345]\nenv A=1\nrespawn\nexec /usr/sbin/daemon --foreground\n",
+        )
+        .unwrap();
+        assert_eq!(size_of::<JobConf>(), 48);
+        assert!(job.settings.len() < 80, "{} bytes", job.settings.len());
+        assert_eq!(job.description(), Some("a service"));
+        assert!(job.respawn() && !job.task());
+        assert!(job.env().eq(["A=1"]));
+        let main = job.process(ProcessKind::Main).unwrap();
+        assert_eq!(
+            (main.command, main.script),
+            ("/usr/sbin/daemon --foreground", false)
+        );
+    }
+
+    #[test]
+    fn defaults_take_no_bytes_and_every_setting_reads_back() {
+        assert!(JobConf::default().settings.is_empty());
+        let mut fields = JobFields {
+            kill_signal: Signal(-3),
+            umask: Some(0o777),
+            nice: Some(-20),
+            expect: Expect::Fork,
+            console: Some(Console::Log),
+            respawn_limit: RespawnLimit {
+                count: 0,
+                interval: 0,
+            },
+            expect_timeout: Some(Bound::Unlimited),
+            process_timeout: Some(Bound::Seconds(u64::MAX)),
+            normal_exit: vec![NormalExit::Status(u32::MAX), NormalExit::Signal(Signal::KILL)],
+            ..JobFields::default()
+        };
+        fields.set_limit(Limit {
+            resource: Resource::Stack,
+            soft: LimitValue::Unlimited,
+            hard: LimitValue::Value(u64::MAX),
+        });
+        fields.add_cgroup("cpu".into(), "x".into(), Some(("k".into(), "v".into())));
+        fields.process.post_stop = Some(Process {
+            command: "echo\n".into(),
+            script: true,
+        });
+        assert_eq!(JobConf::from(&fields).fields(), fields);
+    }
+}

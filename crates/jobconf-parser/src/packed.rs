@@ -17,7 +17,7 @@
 //! len   := unsigned LEB128
 //! ```
 //!
-//! (The encoding of lengths and strings is [`crate::bytes`]'.)
+//! (Lengths and strings are encoded as in the crate's `bytes` module.)
 
 use std::fmt;
 use std::sync::Arc;
