@@ -254,11 +254,14 @@ impl ConfSources {
     /// Walks the given conf dirs again, then drops watches no longer needed.
     fn walk(&mut self, which: &BTreeSet<usize>) {
         for &i in which {
-            let old = std::mem::take(&mut self.listings[i]);
+            let mut old = std::mem::take(&mut self.listings[i]);
             let logged = &mut self.cache.dir_logged;
-            self.listings[i] = walk_conf_dir(&self.dirs[i], &mut self.watcher, old, logged);
-            self.listings[i].confs.finish();
-            self.listings[i].overrides.finish();
+            let mut new = walk_conf_dir(&self.dirs[i], &mut self.watcher, &old, logged);
+            new.confs.finish();
+            new.overrides.finish();
+            new.confs.adopt_caches(&mut old.confs);
+            new.overrides.adopt_caches(&mut old.overrides);
+            self.listings[i] = new;
         }
         if let Some(w) = self.watcher.as_mut() {
             let desired: HashSet<&Path> = self
@@ -273,66 +276,57 @@ impl ConfSources {
     /// Chooses each job's definition from the current listings and reports
     /// the differences from what was reported before.
     fn resolve(&mut self, full: bool) -> Vec<ConfChange> {
-        let names: BTreeSet<&Arc<str>> = self.listings.iter().flat_map(|l| l.confs.keys()).collect();
+        let names: BTreeSet<Arc<str>> = self
+            .listings
+            .iter()
+            .flat_map(|l| l.confs.keys())
+            .cloned()
+            .collect();
         let mut errors: Vec<(FileError, bool)> = Vec::new();
         // Allocated before parsing starts, not grown among what parsing
         // keeps: what is freed at the end leaves no holes between the jobs.
         let mut current = ByName(Vec::with_capacity(names.len()));
         let cache = &mut self.cache;
-        let files: usize = self
-            .listings
-            .iter()
-            .map(|l| l.confs.0.len() + l.overrides.0.len())
-            .sum();
-        cache.files.reserve(files.saturating_sub(cache.files.len()));
         for name in names {
             let mut ovr: Option<Ovr> = None;
-            let mut owner: Option<(&Entry, Def)> = None;
-            for listing in &self.listings {
+            let mut owner: Option<(Arc<Path>, Def)> = None;
+            for listing in &mut self.listings {
                 if ovr.is_none()
-                    && let Some(e) = listing.overrides.get(name)
+                    && let Some(e) = listing.overrides.get_mut(&name)
                 {
                     match cache.override_text(e) {
                         Ovr::Absent => {}
                         found => ovr = Some(found),
                     }
                 }
-                if let Some(e) = listing.confs.get(name)
+                if let Some(e) = listing.confs.get_mut(&name)
                     && let Some(def) = cache.conf(e, &mut errors)
                 {
-                    owner = Some((e, def));
+                    owner = Some((e.path.clone(), def));
                     break;
                 }
             }
-            let Some((entry, base)) = owner else { continue };
+            let Some((path, base)) = owner else { continue };
             let conf = match ovr {
                 Some(Ovr::Text { path, text, version }) => {
-                    cache.merge(name, &base, &path, &text, version, &mut errors)
+                    cache.merge(&name, &base, &path, &text, version, &mut errors)
                 }
                 _ => base.0,
             };
-            current.push(
-                name.clone(),
-                Loaded {
-                    conf,
-                    path: entry.path.clone(),
-                },
-            );
+            current.push(name, Loaded { conf, path });
         }
 
-        // Forget what no listing holds any more.
+        // Forget what no listing holds any more (what the cache knew of a
+        // file went with its entry).
         let listed: HashSet<&Path> = self
             .listings
             .iter()
             .flat_map(|l| l.confs.values().chain(l.overrides.values()))
             .map(|e| &*e.path)
             .collect();
-        cache.files.retain(|p, _| listed.contains(&**p));
         cache.io_logged.retain(|p, _| listed.contains(p.as_path()));
         cache.pending.retain(|p, _| listed.contains(p.as_path()));
         cache.merges.retain(|n, _| current.get(n).is_some());
-        // Entries go when files do: give back the space they held.
-        cache.files.shrink_to_fit();
         cache.merges.shrink_to_fit();
 
         for (err, fresh) in &errors {
@@ -516,11 +510,46 @@ impl<T> ByName<T> {
     }
 }
 
-/// A job file or override found by a walk.
-#[derive(Debug, Clone)]
+/// A job file or override found by a walk, with what the cache knows of
+/// it (carried over from the entry of the last walk).
+#[derive(Debug)]
 struct Entry {
     path: Arc<Path>,
     key: FileKey,
+    cached: Option<Box<Cached>>,
+}
+
+impl Entry {
+    fn new(path: PathBuf, m: &fs::Metadata) -> Entry {
+        Entry {
+            path: path.into(),
+            key: FileKey::of(m),
+            cached: None,
+        }
+    }
+
+    /// The same file, with nothing cached (the cache moves separately).
+    fn uncached(&self) -> Entry {
+        Entry {
+            path: self.path.clone(),
+            key: self.key,
+            cached: None,
+        }
+    }
+}
+
+impl ByName<Entry> {
+    /// Takes over what `old` cached for the same files.
+    fn adopt_caches(&mut self, old: &mut ByName<Entry>) {
+        for (name, e) in &mut self.0 {
+            if let Some(o) = old.get_mut(name)
+                && o.path == e.path
+                && o.cached.is_some()
+            {
+                e.cached = o.cached.take();
+            }
+        }
+    }
 }
 
 /// What a walk of one conf dir found.
@@ -543,10 +572,10 @@ impl Listing {
         let prefix = format!("{rel}/");
         let under = |name: &Arc<str>| rel.is_empty() || name.starts_with(&prefix);
         for (name, e) in old.confs.iter().filter(|(n, _)| under(n)) {
-            self.confs.push(name.clone(), e.clone());
+            self.confs.push(name.clone(), e.uncached());
         }
         for (name, e) in old.overrides.iter().filter(|(n, _)| under(n)) {
-            self.overrides.push(name.clone(), e.clone());
+            self.overrides.push(name.clone(), e.uncached());
         }
         let dir = root.join(rel);
         for p in old.watched.iter().filter(|p| p.starts_with(&dir)) {
@@ -576,7 +605,7 @@ fn is_missing(e: &io::Error) -> bool {
 fn walk_conf_dir(
     dir: &Path,
     watcher: &mut Option<Watcher>,
-    old: Listing,
+    old: &Listing,
     logged: &mut HashMap<PathBuf, String>,
 ) -> Listing {
     // Each retry follows a dir that appeared while we looked, one level
@@ -592,7 +621,7 @@ fn walk_conf_dir(
                     out.watched.push(dir.to_path_buf());
                 }
                 logged.remove(dir);
-                walk_tree(dir, entries, watcher, &old, &mut out, logged);
+                walk_tree(dir, entries, watcher, old, &mut out, logged);
                 return out;
             }
             Err(e) if is_missing(&e) => {
@@ -619,7 +648,7 @@ fn walk_conf_dir(
                 if watched {
                     out.watched.push(dir.to_path_buf());
                 }
-                out.keep_subtree(&old, dir, "");
+                out.keep_subtree(old, dir, "");
                 return out;
             }
         }
@@ -705,26 +734,14 @@ fn walk_tree(
                 if let Ok(m) = meta
                     && m.is_file()
                 {
-                    out.confs.push(
-                        job.into(),
-                        Entry {
-                            path: path.into(),
-                            key: FileKey::of(&m),
-                        },
-                    );
+                    out.confs.push(job.into(), Entry::new(path, &m));
                 }
             } else if let Some(job) = override_job_name(&child)
                 && kind.is_file()
                 && let Ok(m) = entry.metadata()
                 && m.is_file()
             {
-                out.overrides.push(
-                    job.into(),
-                    Entry {
-                        path: path.into(),
-                        key: FileKey::of(&m),
-                    },
-                );
+                out.overrides.push(job.into(), Entry::new(path, &m));
             }
         }
     }
@@ -736,10 +753,9 @@ fn walk_tree(
 /// A parsed definition and the content version it came from.
 type Def = (Arc<JobConf>, u64);
 
+/// What is known of all files; what is known of each is its [`Entry`]'s.
 #[derive(Debug, Default)]
 struct Cache {
-    /// Boxed: a map keeps up to twice as many slots as entries.
-    files: HashMap<Arc<Path>, Box<Cached>>,
     /// Override merges by job name.
     merges: HashMap<String, Merge>,
     /// Files seen being written (created empty or modified, not yet closed).
@@ -867,9 +883,9 @@ impl Cache {
 
     /// Decides whether an entry's cached content is current, reading the
     /// file when it may not be.
-    fn check(&mut self, e: &Entry, nofollow: bool) -> Fresh {
+    fn check(&mut self, e: &mut Entry, nofollow: bool) -> Fresh {
         let pending = self.pending.contains_key(&*e.path);
-        match self.files.get(&*e.path) {
+        match &e.cached {
             Some(c) if pending || (c.key == e.key && !c.racy) => return Fresh::Cached,
             None if pending => return Fresh::Gone,
             _ => {}
@@ -877,7 +893,7 @@ impl Cache {
         match read_file(&e.path, nofollow) {
             Ok((bytes, key)) => {
                 self.io_logged.remove(&*e.path);
-                if let Some(c) = self.files.get_mut(&*e.path)
+                if let Some(c) = e.cached.as_mut()
                     && c.len as usize == bytes.len()
                     && c.hash == content_hash(&bytes)
                 {
@@ -899,7 +915,7 @@ impl Cache {
         }
     }
 
-    fn store(&mut self, path: &Arc<Path>, bytes: &[u8], key: FileKey, version: u64, content: Content) {
+    fn store(e: &mut Entry, bytes: &[u8], key: FileKey, version: u64, content: Content) {
         let cached = Cached {
             key,
             racy: key.racy(),
@@ -908,26 +924,26 @@ impl Cache {
             version,
             content,
         };
-        self.files.insert(path.clone(), Box::new(cached));
+        e.cached = Some(Box::new(cached));
     }
 
     /// The definition a `.conf` holds: its current one, else its last good
     /// one. Errors go to `errors`, marked fresh when parsed just now.
-    fn conf(&mut self, e: &Entry, errors: &mut Vec<(FileError, bool)>) -> Option<Def> {
-        let cached = |cache: &Cache| match cache.files.get(&*e.path).map(|c| &c.content) {
+    fn conf(&mut self, e: &mut Entry, errors: &mut Vec<(FileError, bool)>) -> Option<Def> {
+        let cached = |e: &Entry| match e.cached.as_ref().map(|c| &c.content) {
             Some(Content::Conf { error, last_good }) => (error.as_deref().cloned(), last_good.clone()),
             _ => (None, None),
         };
         match self.check(e, false) {
             Fresh::Cached => {
-                let (error, last_good) = cached(self);
+                let (error, last_good) = cached(e);
                 if let Some(err) = error {
                     errors.push((err, false));
                 }
                 last_good
             }
             Fresh::Gone => None,
-            Fresh::Failed => cached(self).1,
+            Fresh::Failed => cached(e).1,
             Fresh::Read(bytes, key) => {
                 self.parses += 1;
                 let version = self.version();
@@ -936,22 +952,22 @@ impl Cache {
                     Err(err) => {
                         let err = FileError::new(&e.path, err);
                         errors.push((err.clone(), true));
-                        (Some(err), cached(self).1)
+                        (Some(err), cached(e).1)
                     }
                 };
                 let content = Content::Conf {
                     error: error.map(Box::new),
                     last_good: last_good.clone(),
                 };
-                self.store(&e.path, &bytes, key, version, content);
+                Cache::store(e, &bytes, key, version, content);
                 last_good
             }
         }
     }
 
     /// The text of an override file.
-    fn override_text(&mut self, e: &Entry) -> Ovr {
-        let cached = |cache: &Cache| match cache.files.get(&*e.path).map(|c| &**c) {
+    fn override_text(&mut self, e: &mut Entry) -> Ovr {
+        let cached = |e: &Entry| match e.cached.as_deref() {
             Some(Cached {
                 version,
                 content: Content::Override { text },
@@ -964,13 +980,13 @@ impl Cache {
             _ => Ovr::Unusable,
         };
         match self.check(e, true) {
-            Fresh::Cached | Fresh::Failed => cached(self),
+            Fresh::Cached | Fresh::Failed => cached(e),
             Fresh::Gone => Ovr::Absent,
             Fresh::Read(bytes, key) => {
                 let version = self.version();
                 let text: Arc<[u8]> = bytes.as_slice().into();
                 let content = Content::Override { text: text.clone() };
-                self.store(&e.path, &bytes, key, version, content);
+                Cache::store(e, &bytes, key, version, content);
                 Ovr::Text {
                     path: e.path.clone(),
                     text,
