@@ -77,9 +77,8 @@ pub enum ConfChange {
     Load {
         name: String,
         conf: Arc<JobConf>,
-        /// The `.conf` file the definition comes from (shared with the
-        /// sources' own record of it).
-        path: Arc<Path>,
+        /// The `.conf` file the definition comes from.
+        path: PathBuf,
     },
     /// A job no longer has a definition.
     Remove { name: String },
@@ -111,8 +110,19 @@ pub struct ConfSources {
 #[derive(Debug)]
 struct Loaded {
     conf: Arc<JobConf>,
-    /// Shared with the listing's entry and the cache's key.
-    path: Arc<Path>,
+    /// The conf dir it comes from, by index into `dirs`.
+    dir: usize,
+}
+
+/// The `.conf` file of job `name` in conf dir `dir` (no path is stored:
+/// each is the dir, the name and the suffix).
+fn conf_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.conf"))
+}
+
+/// The `.override` file of job `name` in conf dir `dir`.
+fn override_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.override"))
 }
 
 impl ConfSources {
@@ -223,8 +233,8 @@ impl ConfSources {
     }
 
     /// Where a job's definition came from (for status output and tests).
-    pub fn source_of(&self, job: &str) -> Option<&Path> {
-        self.loaded.get(job).map(|l| &*l.path)
+    pub fn source_of(&self, job: &str) -> Option<PathBuf> {
+        self.loaded.get(job).map(|l| conf_path(&self.dirs[l.dir], job))
     }
 
     /// The current definition of a job.
@@ -289,43 +299,50 @@ impl ConfSources {
         let cache = &mut self.cache;
         for name in names {
             let mut ovr: Option<Ovr> = None;
-            let mut owner: Option<(Arc<Path>, Def)> = None;
-            for listing in &mut self.listings {
+            let mut owner: Option<(usize, Def)> = None;
+            for (i, listing) in self.listings.iter_mut().enumerate() {
+                let dir = &self.dirs[i];
                 if ovr.is_none()
                     && let Some(e) = listing.overrides.get_mut(&name)
                 {
-                    match cache.override_text(e) {
+                    match cache.override_text(e, override_path(dir, &name)) {
                         Ovr::Absent => {}
                         found => ovr = Some(found),
                     }
                 }
                 if let Some(e) = listing.confs.get_mut(&name)
-                    && let Some(def) = cache.conf(e, &mut errors)
+                    && let Some(def) = cache.conf(e, &conf_path(dir, &name), &mut errors)
                 {
-                    owner = Some((e.path.clone(), def));
+                    owner = Some((i, def));
                     break;
                 }
             }
-            let Some((path, base)) = owner else { continue };
+            let Some((dir, base)) = owner else { continue };
             let conf = match ovr {
                 Some(Ovr::Text { path, text, version }) => {
                     cache.merge(&name, &base, &path, &text, version, &mut errors)
                 }
                 _ => base.0,
             };
-            current.push(name, Loaded { conf, path });
+            current.push(name, Loaded { conf, dir });
         }
 
         // Forget what no listing holds any more (what the cache knew of a
         // file went with its entry).
-        let listed: HashSet<&Path> = self
-            .listings
-            .iter()
-            .flat_map(|l| l.confs.values().chain(l.overrides.values()))
-            .map(|e| &*e.path)
-            .collect();
-        cache.io_logged.retain(|p, _| listed.contains(p.as_path()));
-        cache.pending.retain(|p, _| listed.contains(p.as_path()));
+        let listed = |p: &Path| {
+            self.dirs.iter().zip(&self.listings).any(|(dir, l)| {
+                let Some(rel) = p.strip_prefix(dir).ok().and_then(Path::to_str) else {
+                    return false;
+                };
+                rel.strip_suffix(".conf")
+                    .is_some_and(|n| l.confs.get(n).is_some())
+                    || rel
+                        .strip_suffix(".override")
+                        .is_some_and(|n| l.overrides.get(n).is_some())
+            })
+        };
+        cache.io_logged.retain(|p, _| listed(p));
+        cache.pending.retain(|p, _| listed(p));
         cache.merges.retain(|n, _| current.get(n).is_some());
         cache.merges.shrink_to_fit();
 
@@ -346,12 +363,12 @@ impl ConfSources {
                 }),
                 // Unchanged: keep the old `Arc`, so that pointer equality
                 // short-cuts the next comparison.
-                (Some(old), Some(new)) if old.path == new.path && old.conf == new.conf => {
+                (Some(old), Some(new)) if old.dir == new.dir && old.conf == new.conf => {
                     new.conf = old.conf.clone();
                 }
                 (_, Some(new)) => changes.push(ConfChange::Load {
                     conf: new.conf.clone(),
-                    path: new.path.clone(),
+                    path: conf_path(&self.dirs[new.dir], &name),
                     name: name.to_string(),
                 }),
                 (None, None) => {}
@@ -493,10 +510,6 @@ impl<T> ByName<T> {
         self.0.iter().map(|(n, _)| n)
     }
 
-    fn values(&self) -> impl Iterator<Item = &T> {
-        self.0.iter().map(|(_, v)| v)
-    }
-
     /// Adds an entry; the order is restored by [`ByName::finish`].
     fn push(&mut self, name: Arc<str>, value: T) {
         self.0.push((name, value));
@@ -510,19 +523,18 @@ impl<T> ByName<T> {
     }
 }
 
-/// A job file or override found by a walk, with what the cache knows of
-/// it (carried over from the entry of the last walk).
+/// A job file or override found by a walk (its path is [`conf_path`] or
+/// [`override_path`] of its name), with what the cache knows of it
+/// (carried over from the entry of the last walk).
 #[derive(Debug)]
 struct Entry {
-    path: Arc<Path>,
     key: FileKey,
     cached: Option<Box<Cached>>,
 }
 
 impl Entry {
-    fn new(path: PathBuf, m: &fs::Metadata) -> Entry {
+    fn new(m: &fs::Metadata) -> Entry {
         Entry {
-            path: path.into(),
             key: FileKey::of(m),
             cached: None,
         }
@@ -531,7 +543,6 @@ impl Entry {
     /// The same file, with nothing cached (the cache moves separately).
     fn uncached(&self) -> Entry {
         Entry {
-            path: self.path.clone(),
             key: self.key,
             cached: None,
         }
@@ -539,11 +550,11 @@ impl Entry {
 }
 
 impl ByName<Entry> {
-    /// Takes over what `old` cached for the same files.
+    /// Takes over what `old` (the same dir's last walk, so the same name
+    /// is the same file) cached.
     fn adopt_caches(&mut self, old: &mut ByName<Entry>) {
         for (name, e) in &mut self.0 {
             if let Some(o) = old.get_mut(name)
-                && o.path == e.path
                 && o.cached.is_some()
             {
                 e.cached = o.cached.take();
@@ -734,14 +745,14 @@ fn walk_tree(
                 if let Ok(m) = meta
                     && m.is_file()
                 {
-                    out.confs.push(job.into(), Entry::new(path, &m));
+                    out.confs.push(job.into(), Entry::new(&m));
                 }
             } else if let Some(job) = override_job_name(&child)
                 && kind.is_file()
                 && let Ok(m) = entry.metadata()
                 && m.is_file()
             {
-                out.overrides.push(job.into(), Entry::new(path, &m));
+                out.overrides.push(job.into(), Entry::new(&m));
             }
         }
     }
@@ -808,7 +819,7 @@ enum Ovr {
     /// There, but unreadable and never read: the job is as without it.
     Unusable,
     Text {
-        path: Arc<Path>,
+        path: PathBuf,
         text: Arc<[u8]>,
         version: u64,
     },
@@ -883,16 +894,16 @@ impl Cache {
 
     /// Decides whether an entry's cached content is current, reading the
     /// file when it may not be.
-    fn check(&mut self, e: &mut Entry, nofollow: bool) -> Fresh {
-        let pending = self.pending.contains_key(&*e.path);
+    fn check(&mut self, e: &mut Entry, path: &Path, nofollow: bool) -> Fresh {
+        let pending = self.pending.contains_key(path);
         match &e.cached {
             Some(c) if pending || (c.key == e.key && !c.racy) => return Fresh::Cached,
             None if pending => return Fresh::Gone,
             _ => {}
         }
-        match read_file(&e.path, nofollow) {
+        match read_file(path, nofollow) {
             Ok((bytes, key)) => {
-                self.io_logged.remove(&*e.path);
+                self.io_logged.remove(path);
                 if let Some(c) = e.cached.as_mut()
                     && c.len as usize == bytes.len()
                     && c.hash == content_hash(&bytes)
@@ -906,9 +917,9 @@ impl Cache {
             Err(ReadError::Gone) => Fresh::Gone,
             Err(ReadError::Io(err)) => {
                 let msg = err.to_string();
-                if self.io_logged.get(&*e.path) != Some(&msg) {
-                    warn!("{}: unable to read: {msg}", e.path.display());
-                    self.io_logged.insert(e.path.to_path_buf(), msg);
+                if self.io_logged.get(path) != Some(&msg) {
+                    warn!("{}: unable to read: {msg}", path.display());
+                    self.io_logged.insert(path.to_path_buf(), msg);
                 }
                 Fresh::Failed
             }
@@ -929,12 +940,12 @@ impl Cache {
 
     /// The definition a `.conf` holds: its current one, else its last good
     /// one. Errors go to `errors`, marked fresh when parsed just now.
-    fn conf(&mut self, e: &mut Entry, errors: &mut Vec<(FileError, bool)>) -> Option<Def> {
+    fn conf(&mut self, e: &mut Entry, path: &Path, errors: &mut Vec<(FileError, bool)>) -> Option<Def> {
         let cached = |e: &Entry| match e.cached.as_ref().map(|c| &c.content) {
             Some(Content::Conf { error, last_good }) => (error.as_deref().cloned(), last_good.clone()),
             _ => (None, None),
         };
-        match self.check(e, false) {
+        match self.check(e, path, false) {
             Fresh::Cached => {
                 let (error, last_good) = cached(e);
                 if let Some(err) = error {
@@ -950,7 +961,7 @@ impl Cache {
                 let (error, last_good) = match parse_job(&bytes) {
                     Ok(job) => (None, Some((Arc::new(job), version))),
                     Err(err) => {
-                        let err = FileError::new(&e.path, err);
+                        let err = FileError::new(path, err);
                         errors.push((err.clone(), true));
                         (Some(err), cached(e).1)
                     }
@@ -966,20 +977,20 @@ impl Cache {
     }
 
     /// The text of an override file.
-    fn override_text(&mut self, e: &mut Entry) -> Ovr {
+    fn override_text(&mut self, e: &mut Entry, path: PathBuf) -> Ovr {
         let cached = |e: &Entry| match e.cached.as_deref() {
             Some(Cached {
                 version,
                 content: Content::Override { text },
                 ..
             }) => Ovr::Text {
-                path: e.path.clone(),
+                path: path.clone(),
                 text: text.clone(),
                 version: *version,
             },
             _ => Ovr::Unusable,
         };
-        match self.check(e, true) {
+        match self.check(e, &path, true) {
             Fresh::Cached | Fresh::Failed => cached(e),
             Fresh::Gone => Ovr::Absent,
             Fresh::Read(bytes, key) => {
@@ -987,11 +998,7 @@ impl Cache {
                 let text: Arc<[u8]> = bytes.as_slice().into();
                 let content = Content::Override { text: text.clone() };
                 Cache::store(e, &bytes, key, version, content);
-                Ovr::Text {
-                    path: e.path.clone(),
-                    text,
-                    version,
-                }
+                Ovr::Text { path, text, version }
             }
         }
     }
@@ -1340,13 +1347,10 @@ mod tests {
             summary(&changes),
             ["load a/b/c c", "load foo foo", "load net/apache apache"]
         );
-        assert_eq!(
-            src.source_of("net/apache"),
-            Some(t.path("init/net/apache.conf").as_path())
-        );
+        assert_eq!(src.source_of("net/apache"), Some(t.path("init/net/apache.conf")));
         match &changes[2] {
             ConfChange::Load { path, conf, .. } => {
-                assert_eq!(**path, *t.path("init/net/apache.conf"));
+                assert_eq!(path, &t.path("init/net/apache.conf"));
                 assert_eq!(**conf, parse_job(job("apache").as_bytes()).unwrap());
             }
             other => panic!("{other:?}"),
@@ -1387,7 +1391,7 @@ mod tests {
             summary(&src.rescan()),
             ["load bar bar from two", "load foo foo from one"]
         );
-        assert_eq!(src.source_of("foo"), Some(t.path("one/foo.conf").as_path()));
+        assert_eq!(src.source_of("foo"), Some(t.path("one/foo.conf")));
 
         // A later same-named file is not even read.
         let parses = src.parses();
@@ -1399,7 +1403,7 @@ mod tests {
         t.write("two/foo.conf", &job("foo from two, again"));
         t.remove("one/foo.conf");
         assert_eq!(summary(&src.rescan()), ["load foo foo from two, again"]);
-        assert_eq!(src.source_of("foo"), Some(t.path("two/foo.conf").as_path()));
+        assert_eq!(src.source_of("foo"), Some(t.path("two/foo.conf")));
 
         t.write("one/bar.conf", &job("bar from one"));
         assert_eq!(summary(&src.rescan()), ["load bar bar from one"]);
@@ -1416,7 +1420,7 @@ mod tests {
         t.write("one/foo.conf", &job("foo"));
         let changes = src.rescan();
         assert_eq!(summary(&changes), ["load foo foo"]);
-        assert!(matches!(&changes[0], ConfChange::Load { path, .. } if **path == *t.path("one/foo.conf")));
+        assert!(matches!(&changes[0], ConfChange::Load { path, .. } if path == &t.path("one/foo.conf")));
     }
 
     #[test]
@@ -1701,10 +1705,7 @@ mod tests {
         fs::create_dir(t.path("missing/deeper")).unwrap();
         t.write("missing/deeper/init/foo.conf", &job("foo"));
         wait_until(&mut src, "the late dir", |s| s.job("foo").is_some());
-        assert_eq!(
-            src.source_of("foo"),
-            Some(t.path("missing/deeper/init/foo.conf").as_path())
-        );
+        assert_eq!(src.source_of("foo"), Some(t.path("missing/deeper/init/foo.conf")));
 
         // The conf dir moving away removes its jobs; coming back restores them.
         fs::rename(t.path("missing/deeper/init"), t.path("missing/deeper/init.old")).unwrap();
