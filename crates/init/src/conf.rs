@@ -75,13 +75,14 @@ pub const SYSTEM_USERCONFDIR: &str = "/usr/share/upstart/sessions";
 pub enum ConfChange {
     /// A job is new, or its definition (or the file it comes from) changed.
     Load {
-        name: String,
+        /// Shared with the sources' own record of the job.
+        name: Arc<str>,
         conf: Arc<JobConf>,
         /// The `.conf` file the definition comes from.
         path: PathBuf,
     },
     /// A job no longer has a definition.
-    Remove { name: String },
+    Remove { name: Arc<str> },
 }
 
 impl ConfChange {
@@ -117,12 +118,20 @@ struct Loaded {
 /// The `.conf` file of job `name` in conf dir `dir` (no path is stored:
 /// each is the dir, the name and the suffix).
 fn conf_path(dir: &Path, name: &str) -> PathBuf {
-    dir.join(format!("{name}.conf"))
+    let mut path = PathBuf::new();
+    set_path(&mut path, dir, name, ".conf");
+    path
 }
 
-/// The `.override` file of job `name` in conf dir `dir`.
-fn override_path(dir: &Path, name: &str) -> PathBuf {
-    dir.join(format!("{name}.override"))
+/// Makes `buf` the file of job `name` with `suffix` in conf dir `dir`,
+/// reusing its allocation (a new path for each file read would be freed
+/// among what parsing keeps, leaving holes).
+fn set_path<'a>(buf: &'a mut PathBuf, dir: &Path, name: &str, suffix: &str) -> &'a Path {
+    buf.as_mut_os_string().clear();
+    buf.push(dir);
+    buf.push(name);
+    buf.as_mut_os_string().push(suffix);
+    buf
 }
 
 impl ConfSources {
@@ -297,6 +306,7 @@ impl ConfSources {
         // keeps: what is freed at the end leaves no holes between the jobs.
         let mut current = ByName(Vec::with_capacity(names.len()));
         let cache = &mut self.cache;
+        let mut path = PathBuf::new();
         for name in names {
             let mut ovr: Option<Ovr> = None;
             let mut owner: Option<(usize, Def)> = None;
@@ -305,13 +315,13 @@ impl ConfSources {
                 if ovr.is_none()
                     && let Some(e) = listing.overrides.get_mut(&name)
                 {
-                    match cache.override_text(e, override_path(dir, &name)) {
+                    match cache.override_text(e, set_path(&mut path, dir, &name, ".override")) {
                         Ovr::Absent => {}
                         found => ovr = Some(found),
                     }
                 }
                 if let Some(e) = listing.confs.get_mut(&name)
-                    && let Some(def) = cache.conf(e, &conf_path(dir, &name), &mut errors)
+                    && let Some(def) = cache.conf(e, set_path(&mut path, dir, &name, ".conf"), &mut errors)
                 {
                     owner = Some((i, def));
                     break;
@@ -358,9 +368,7 @@ impl ConfSources {
         let names: BTreeSet<Arc<str>> = self.loaded.keys().chain(current.keys()).cloned().collect();
         for name in names {
             match (self.loaded.get(&name), current.get_mut(&name)) {
-                (Some(_), None) => changes.push(ConfChange::Remove {
-                    name: name.to_string(),
-                }),
+                (Some(_), None) => changes.push(ConfChange::Remove { name: name.clone() }),
                 // Unchanged: keep the old `Arc`, so that pointer equality
                 // short-cuts the next comparison.
                 (Some(old), Some(new)) if old.dir == new.dir && old.conf == new.conf => {
@@ -369,7 +377,7 @@ impl ConfSources {
                 (_, Some(new)) => changes.push(ConfChange::Load {
                     conf: new.conf.clone(),
                     path: conf_path(&self.dirs[new.dir], &name),
-                    name: name.to_string(),
+                    name: name.clone(),
                 }),
                 (None, None) => {}
             }
@@ -977,20 +985,20 @@ impl Cache {
     }
 
     /// The text of an override file.
-    fn override_text(&mut self, e: &mut Entry, path: PathBuf) -> Ovr {
+    fn override_text(&mut self, e: &mut Entry, path: &Path) -> Ovr {
         let cached = |e: &Entry| match e.cached.as_deref() {
             Some(Cached {
                 version,
                 content: Content::Override { text },
                 ..
             }) => Ovr::Text {
-                path: path.clone(),
+                path: path.to_path_buf(),
                 text: text.clone(),
                 version: *version,
             },
             _ => Ovr::Unusable,
         };
-        match self.check(e, &path, true) {
+        match self.check(e, path, true) {
             Fresh::Cached | Fresh::Failed => cached(e),
             Fresh::Gone => Ovr::Absent,
             Fresh::Read(bytes, key) => {
@@ -998,7 +1006,11 @@ impl Cache {
                 let text: Arc<[u8]> = bytes.as_slice().into();
                 let content = Content::Override { text: text.clone() };
                 Cache::store(e, &bytes, key, version, content);
-                Ovr::Text { path, text, version }
+                Ovr::Text {
+                    path: path.to_path_buf(),
+                    text,
+                    version,
+                }
             }
         }
     }

@@ -1071,7 +1071,7 @@ impl Sim {
         let conf = parse_job(text.as_bytes())
             .map_err(|e| format!("generated job j{job} does not parse: {e:?}\n{text}"))?;
         self.feed(Input::LoadJob {
-            name: format!("j{job}"),
+            name: format!("j{job}").into(),
             conf: std::sync::Arc::new(conf),
         })
     }
@@ -1179,7 +1179,7 @@ impl Sim {
             }
             Act::Load { job, text } => self.load(*job, text)?,
             Act::Remove { job } => self.feed(Input::RemoveJob {
-                name: format!("j{}", *job as usize % n),
+                name: format!("j{}", *job as usize % n).into(),
             })?,
             Act::Deliver { sel, fail } => {
                 if !self.held.is_empty() {
@@ -1217,7 +1217,7 @@ impl Sim {
         self.fail_mask = 0;
         let names: Vec<String> = self.engine.classes().keys().map(String::from).collect();
         for name in names {
-            self.feed(Input::RemoveJob { name })?;
+            self.feed(Input::RemoveJob { name: name.into() })?;
         }
         self.answer_queue()?;
         let mut last = String::new();
@@ -1641,7 +1641,7 @@ fn engine_with(jobs: &[&str]) -> Engine {
         e.step(
             0,
             Input::LoadJob {
-                name: format!("j{i}"),
+                name: format!("j{i}").into(),
                 conf: std::sync::Arc::new(parse_job(text.as_bytes()).unwrap()),
             },
         );

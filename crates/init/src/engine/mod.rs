@@ -98,14 +98,15 @@ pub struct Request {
 /// Everything that can happen to the engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
-    /// A job file was added or changed.
+    /// A job file was added or changed. (The name is shared: a new class
+    /// keeps it as its name.)
     LoadJob {
-        name: String,
+        name: Arc<str>,
         conf: Arc<JobConf>,
     },
     /// A job file went away.
     RemoveJob {
-        name: String,
+        name: Arc<str>,
     },
     /// `EmitEvent`: queue an event (every env entry must be `KEY=VALUE`).
     Emit {
@@ -845,7 +846,7 @@ impl Engine {
         }
     }
 
-    fn load_job(&mut self, name: String, conf: Arc<JobConf>) {
+    fn load_job(&mut self, name: Arc<str>, conf: Arc<JobConf>) {
         let tree = conf.start_on().map(OperatorTree::new);
         let generation = self.next_generation;
         self.next_generation += 1;
@@ -858,7 +859,7 @@ impl Engine {
             }
             None => {
                 self.classes.0.insert(
-                    name.as_str().into(),
+                    name.clone(),
                     Class {
                         conf,
                         generation,
@@ -867,7 +868,7 @@ impl Engine {
                         removed: false,
                     },
                 );
-                self.signal(BusSignal::JobAdded(name.clone()));
+                self.signal(BusSignal::JobAdded(name.to_string()));
                 (false, None)
             }
         };
