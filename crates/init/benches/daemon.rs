@@ -37,6 +37,8 @@
 //! After a full run the last line reads `daemon: startup ratio R, respawn
 //! median M ms, idle switches S, pss K kB with 1000 jobs`.
 
+mod common;
+
 use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -47,6 +49,8 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+
+use common::typical_job;
 
 const INIT: &str = env!("CARGO_BIN_EXE_init");
 const SERVICES: usize = 100;
@@ -279,62 +283,6 @@ impl Drop for Scratch {
 fn write_jobs(dir: &Path, n: usize, body: impl Fn(usize) -> String) {
     for i in 0..n {
         fs::write(dir.join(format!("job-{i}.conf")), body(i)).expect("write job file");
-    }
-}
-
-/// A typical job file, of four kinds; none of them starts.
-fn typical_job(i: usize) -> String {
-    let prev = i.saturating_sub(1);
-    match i % 4 {
-        0 => format!(
-            "description \"bench service {i}\"\n\
-             author \"bench\"\n\
-             start on never-emitted-{i}\n\
-             stop on runlevel [016]\n\
-             env FOO=bar-{i}\n\
-             env LANG=C\n\
-             respawn\n\
-             respawn limit 10 5\n\
-             exec /usr/bin/service-{i} --flag --port={i}\n"
-        ),
-        1 => format!(
-            "# a service with set-up and clean-up\n\
-             start on (never-emitted-{i} and filesystem) or started job-{prev}\n\
-             stop on stopping job-{prev} or runlevel [!2345]\n\
-             env DIR=/run/bench-{i}\n\
-             export DIR\n\
-             pre-start script\n\
-             \x20   mkdir -p \"$DIR\"\n\
-             \x20   [ -d \"$DIR\" ] || exit 1\n\
-             end script\n\
-             exec sleep 1000\n\
-             post-stop exec rm -rf /run/bench-{i}\n"
-        ),
-        2 => format!(
-            "description \"bench task {i}\"\n\
-             task\n\
-             start on never-emitted-{i} IFACE!=lo\n\
-             instance $IFACE\n\
-             script\n\
-             \x20   for n in 1 2 3; do\n\
-             \x20       echo \"$IFACE $n\"\n\
-             \x20   done\n\
-             \x20   exit 0\n\
-             end script\n"
-        ),
-        _ => format!(
-            "start on never-emitted-{i} and (local-filesystems or remote-filesystems)\n\
-             stop on never-emitted-{i}-end\n\
-             expect fork\n\
-             kill timeout 10\n\
-             normal exit 0 1 TERM\n\
-             console none\n\
-             umask 022\n\
-             nice 5\n\
-             limit nofile 1024 4096\n\
-             env OPTS=\"-d --pid /run/service-{i}.pid\"\n\
-             exec /usr/sbin/service-{i} $OPTS\n"
-        ),
     }
 }
 

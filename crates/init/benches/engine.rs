@@ -93,7 +93,7 @@ fn load(engine: &mut Engine, jobs: usize, out: &mut Vec<Effect>) {
         engine.handle(
             0,
             Input::LoadJob {
-                name: format!("j{n}"),
+                name: format!("j{n}").into(),
                 conf: std::sync::Arc::new(conf),
             },
             out,
@@ -246,7 +246,7 @@ fn start_stop(jobs: usize) {
         engine.handle(
             0,
             Input::LoadJob {
-                name: format!("k{n}"),
+                name: format!("k{n}").into(),
                 conf: std::sync::Arc::new(conf),
             },
             &mut out,

@@ -36,7 +36,7 @@
 //!   inotify wake-up finds it older than [`PENDING_EXPIRY`] (a writer that
 //!   never closes), and a full [`ConfSources::rescan`] ignores it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::{self, OpenOptions};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::{self, Read};
@@ -75,13 +75,14 @@ pub const SYSTEM_USERCONFDIR: &str = "/usr/share/upstart/sessions";
 pub enum ConfChange {
     /// A job is new, or its definition (or the file it comes from) changed.
     Load {
-        name: String,
+        /// Shared with the sources' own record of the job.
+        name: Arc<str>,
         conf: Arc<JobConf>,
         /// The `.conf` file the definition comes from.
         path: PathBuf,
     },
     /// A job no longer has a definition.
-    Remove { name: String },
+    Remove { name: Arc<str> },
 }
 
 impl ConfChange {
@@ -102,7 +103,7 @@ pub struct ConfSources {
     listings: Vec<Listing>,
     cache: Cache,
     /// The definitions reported so far.
-    loaded: BTreeMap<Arc<str>, Loaded>,
+    loaded: ByName<Loaded>,
     errors: Vec<FileError>,
     scanned: bool,
 }
@@ -110,8 +111,27 @@ pub struct ConfSources {
 #[derive(Debug)]
 struct Loaded {
     conf: Arc<JobConf>,
-    /// Shared with the listing's entry and the cache's key.
-    path: Arc<Path>,
+    /// The conf dir it comes from, by index into `dirs`.
+    dir: usize,
+}
+
+/// The `.conf` file of job `name` in conf dir `dir` (no path is stored:
+/// each is the dir, the name and the suffix).
+fn conf_path(dir: &Path, name: &str) -> PathBuf {
+    let mut path = PathBuf::new();
+    set_path(&mut path, dir, name, ".conf");
+    path
+}
+
+/// Makes `buf` the file of job `name` with `suffix` in conf dir `dir`,
+/// reusing its allocation (a new path for each file read would be freed
+/// among what parsing keeps, leaving holes).
+fn set_path<'a>(buf: &'a mut PathBuf, dir: &Path, name: &str, suffix: &str) -> &'a Path {
+    buf.as_mut_os_string().clear();
+    buf.push(dir);
+    buf.push(name);
+    buf.as_mut_os_string().push(suffix);
+    buf
 }
 
 impl ConfSources {
@@ -142,7 +162,7 @@ impl ConfSources {
             dirs,
             watcher,
             cache: Cache::default(),
-            loaded: BTreeMap::new(),
+            loaded: ByName::default(),
             errors: Vec::new(),
             scanned: false,
         }
@@ -222,8 +242,8 @@ impl ConfSources {
     }
 
     /// Where a job's definition came from (for status output and tests).
-    pub fn source_of(&self, job: &str) -> Option<&Path> {
-        self.loaded.get(job).map(|l| &*l.path)
+    pub fn source_of(&self, job: &str) -> Option<PathBuf> {
+        self.loaded.get(job).map(|l| conf_path(&self.dirs[l.dir], job))
     }
 
     /// The current definition of a job.
@@ -253,9 +273,14 @@ impl ConfSources {
     /// Walks the given conf dirs again, then drops watches no longer needed.
     fn walk(&mut self, which: &BTreeSet<usize>) {
         for &i in which {
-            let old = std::mem::take(&mut self.listings[i]);
+            let mut old = std::mem::take(&mut self.listings[i]);
             let logged = &mut self.cache.dir_logged;
-            self.listings[i] = walk_conf_dir(&self.dirs[i], &mut self.watcher, old, logged);
+            let mut new = walk_conf_dir(&self.dirs[i], &mut self.watcher, &old, logged);
+            new.confs.finish();
+            new.overrides.finish();
+            new.confs.adopt_caches(&mut old.confs);
+            new.overrides.adopt_caches(&mut old.overrides);
+            self.listings[i] = new;
         }
         if let Some(w) = self.watcher.as_mut() {
             let desired: HashSet<&Path> = self
@@ -270,58 +295,65 @@ impl ConfSources {
     /// Chooses each job's definition from the current listings and reports
     /// the differences from what was reported before.
     fn resolve(&mut self, full: bool) -> Vec<ConfChange> {
-        let names: BTreeSet<&Arc<str>> = self.listings.iter().flat_map(|l| l.confs.keys()).collect();
+        let names: BTreeSet<Arc<str>> = self
+            .listings
+            .iter()
+            .flat_map(|l| l.confs.keys())
+            .cloned()
+            .collect();
         let mut errors: Vec<(FileError, bool)> = Vec::new();
-        let mut current: BTreeMap<Arc<str>, Loaded> = BTreeMap::new();
+        // Allocated before parsing starts, not grown among what parsing
+        // keeps: what is freed at the end leaves no holes between the jobs.
+        let mut current = ByName(Vec::with_capacity(names.len()));
         let cache = &mut self.cache;
+        let mut path = PathBuf::new();
         for name in names {
             let mut ovr: Option<Ovr> = None;
-            let mut owner: Option<(&Entry, Def)> = None;
-            for listing in &self.listings {
+            let mut owner: Option<(usize, Def)> = None;
+            for (i, listing) in self.listings.iter_mut().enumerate() {
+                let dir = &self.dirs[i];
                 if ovr.is_none()
-                    && let Some(e) = listing.overrides.get(name)
+                    && let Some(e) = listing.overrides.get_mut(&name)
                 {
-                    match cache.override_text(e) {
+                    match cache.override_text(e, set_path(&mut path, dir, &name, ".override")) {
                         Ovr::Absent => {}
                         found => ovr = Some(found),
                     }
                 }
-                if let Some(e) = listing.confs.get(name)
-                    && let Some(def) = cache.conf(e, &mut errors)
+                if let Some(e) = listing.confs.get_mut(&name)
+                    && let Some(def) = cache.conf(e, set_path(&mut path, dir, &name, ".conf"), &mut errors)
                 {
-                    owner = Some((e, def));
+                    owner = Some((i, def));
                     break;
                 }
             }
-            let Some((entry, base)) = owner else { continue };
+            let Some((dir, base)) = owner else { continue };
             let conf = match ovr {
                 Some(Ovr::Text { path, text, version }) => {
-                    cache.merge(name, &base, &path, &text, version, &mut errors)
+                    cache.merge(&name, &base, &path, &text, version, &mut errors)
                 }
                 _ => base.0,
             };
-            current.insert(
-                name.clone(),
-                Loaded {
-                    conf,
-                    path: entry.path.clone(),
-                },
-            );
+            current.push(name, Loaded { conf, dir });
         }
 
-        // Forget what no listing holds any more.
-        let listed: HashSet<&Path> = self
-            .listings
-            .iter()
-            .flat_map(|l| l.confs.values().chain(l.overrides.values()))
-            .map(|e| &*e.path)
-            .collect();
-        cache.files.retain(|p, _| listed.contains(&**p));
-        cache.io_logged.retain(|p, _| listed.contains(p.as_path()));
-        cache.pending.retain(|p, _| listed.contains(p.as_path()));
-        cache.merges.retain(|n, _| current.contains_key(n.as_str()));
-        // Entries go when files do: give back the space they held.
-        cache.files.shrink_to_fit();
+        // Forget what no listing holds any more (what the cache knew of a
+        // file went with its entry).
+        let listed = |p: &Path| {
+            self.dirs.iter().zip(&self.listings).any(|(dir, l)| {
+                let Some(rel) = p.strip_prefix(dir).ok().and_then(Path::to_str) else {
+                    return false;
+                };
+                rel.strip_suffix(".conf")
+                    .is_some_and(|n| l.confs.get(n).is_some())
+                    || rel
+                        .strip_suffix(".override")
+                        .is_some_and(|n| l.overrides.get(n).is_some())
+            })
+        };
+        cache.io_logged.retain(|p, _| listed(p));
+        cache.pending.retain(|p, _| listed(p));
+        cache.merges.retain(|n, _| current.get(n).is_some());
         cache.merges.shrink_to_fit();
 
         for (err, fresh) in &errors {
@@ -336,22 +368,21 @@ impl ConfSources {
         let names: BTreeSet<Arc<str>> = self.loaded.keys().chain(current.keys()).cloned().collect();
         for name in names {
             match (self.loaded.get(&name), current.get_mut(&name)) {
-                (Some(_), None) => changes.push(ConfChange::Remove {
-                    name: name.to_string(),
-                }),
+                (Some(_), None) => changes.push(ConfChange::Remove { name: name.clone() }),
                 // Unchanged: keep the old `Arc`, so that pointer equality
                 // short-cuts the next comparison.
-                (Some(old), Some(new)) if old.path == new.path && old.conf == new.conf => {
+                (Some(old), Some(new)) if old.dir == new.dir && old.conf == new.conf => {
                     new.conf = old.conf.clone();
                 }
                 (_, Some(new)) => changes.push(ConfChange::Load {
                     conf: new.conf.clone(),
-                    path: new.path.to_path_buf(),
-                    name: name.to_string(),
+                    path: conf_path(&self.dirs[new.dir], &name),
+                    name: name.clone(),
                 }),
                 (None, None) => {}
             }
         }
+        current.0.shrink_to_fit();
         self.loaded = current;
         changes
     }
@@ -424,24 +455,27 @@ pub fn apply_dir_options(
 // ---------------------------------------------------------------------------
 // Walking the dirs
 
-/// What identifies a file's content cheaply.
+/// What identifies a file's content cheaply: a hash of its device, inode,
+/// size and mtime (kept for every file twice, in the listing and in the
+/// cache, so 16 bytes rather than 40; a change goes unseen only if two
+/// hashes collide, one chance in 2^64), and the mtime itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct FileKey {
-    dev: u64,
-    ino: u64,
-    size: u64,
+    stat: u64,
+    /// Nanoseconds since the epoch.
     mtime: i64,
-    mtime_nsec: i64,
 }
 
 impl FileKey {
     fn of(m: &fs::Metadata) -> FileKey {
+        let mut h = DefaultHasher::new();
+        (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()).hash(&mut h);
         FileKey {
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.size(),
-            mtime: m.mtime(),
-            mtime_nsec: m.mtime_nsec(),
+            stat: h.finish(),
+            mtime: m
+                .mtime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(m.mtime_nsec()),
         }
     }
 
@@ -450,25 +484,100 @@ impl FileKey {
         let Ok(now) = SystemTime::now().duration_since(UNIX_EPOCH) else {
             return true;
         };
-        let mtime = i128::from(self.mtime) * 1_000_000_000 + i128::from(self.mtime_nsec);
-        mtime + RACY_WINDOW.as_nanos() as i128 > now.as_nanos() as i128
+        i128::from(self.mtime) + RACY_WINDOW.as_nanos() as i128 > now.as_nanos() as i128
     }
 }
 
-/// A job file or override found by a walk.
-#[derive(Debug, Clone)]
+/// Entries by job name, sorted, in one allocation (a map's nodes would
+/// take about half as much again).
+#[derive(Debug)]
+struct ByName<T>(Vec<(Arc<str>, T)>);
+
+impl<T> Default for ByName<T> {
+    fn default() -> Self {
+        ByName(Vec::new())
+    }
+}
+
+impl<T> ByName<T> {
+    fn get(&self, name: &str) -> Option<&T> {
+        let i = self.0.binary_search_by(|(n, _)| (**n).cmp(name)).ok()?;
+        Some(&self.0[i].1)
+    }
+
+    fn get_mut(&mut self, name: &str) -> Option<&mut T> {
+        let i = self.0.binary_search_by(|(n, _)| (**n).cmp(name)).ok()?;
+        Some(&mut self.0[i].1)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &T)> {
+        self.0.iter().map(|(n, v)| (n, v))
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.0.iter().map(|(n, _)| n)
+    }
+
+    /// Adds an entry; the order is restored by [`ByName::finish`].
+    fn push(&mut self, name: Arc<str>, value: T) {
+        self.0.push((name, value));
+    }
+
+    /// Sorts what was pushed, keeping the first entry of each name.
+    fn finish(&mut self) {
+        self.0.sort_by(|a, b| a.0.cmp(&b.0));
+        self.0.dedup_by(|later, first| later.0 == first.0);
+        self.0.shrink_to_fit();
+    }
+}
+
+/// A job file or override found by a walk (its path is [`conf_path`] or
+/// [`override_path`] of its name), with what the cache knows of it
+/// (carried over from the entry of the last walk).
+#[derive(Debug)]
 struct Entry {
-    path: Arc<Path>,
     key: FileKey,
+    cached: Option<Box<Cached>>,
+}
+
+impl Entry {
+    fn new(m: &fs::Metadata) -> Entry {
+        Entry {
+            key: FileKey::of(m),
+            cached: None,
+        }
+    }
+
+    /// The same file, with nothing cached (the cache moves separately).
+    fn uncached(&self) -> Entry {
+        Entry {
+            key: self.key,
+            cached: None,
+        }
+    }
+}
+
+impl ByName<Entry> {
+    /// Takes over what `old` (the same dir's last walk, so the same name
+    /// is the same file) cached.
+    fn adopt_caches(&mut self, old: &mut ByName<Entry>) {
+        for (name, e) in &mut self.0 {
+            if let Some(o) = old.get_mut(name)
+                && o.cached.is_some()
+            {
+                e.cached = o.cached.take();
+            }
+        }
+    }
 }
 
 /// What a walk of one conf dir found.
 #[derive(Debug, Default)]
 struct Listing {
     /// `.conf` files by job name.
-    confs: BTreeMap<Arc<str>, Entry>,
+    confs: ByName<Entry>,
     /// `.override` files (regular files only) by job name.
-    overrides: BTreeMap<Arc<str>, Entry>,
+    overrides: ByName<Entry>,
     /// Directories watched for this conf dir: itself and its subdirectories,
     /// or the nearest existing ancestor while it does not exist.
     watched: Vec<PathBuf>,
@@ -477,15 +586,15 @@ struct Listing {
 impl Listing {
     /// Carries over what `old` held under `rel` (a relative dir; empty for
     /// all) when that dir cannot be read now: nothing is lost to a transient
-    /// error.
+    /// error. (What the walk found itself comes first, and stays.)
     fn keep_subtree(&mut self, old: &Listing, root: &Path, rel: &str) {
         let prefix = format!("{rel}/");
         let under = |name: &Arc<str>| rel.is_empty() || name.starts_with(&prefix);
         for (name, e) in old.confs.iter().filter(|(n, _)| under(n)) {
-            self.confs.entry(name.clone()).or_insert_with(|| e.clone());
+            self.confs.push(name.clone(), e.uncached());
         }
         for (name, e) in old.overrides.iter().filter(|(n, _)| under(n)) {
-            self.overrides.entry(name.clone()).or_insert_with(|| e.clone());
+            self.overrides.push(name.clone(), e.uncached());
         }
         let dir = root.join(rel);
         for p in old.watched.iter().filter(|p| p.starts_with(&dir)) {
@@ -515,7 +624,7 @@ fn is_missing(e: &io::Error) -> bool {
 fn walk_conf_dir(
     dir: &Path,
     watcher: &mut Option<Watcher>,
-    old: Listing,
+    old: &Listing,
     logged: &mut HashMap<PathBuf, String>,
 ) -> Listing {
     // Each retry follows a dir that appeared while we looked, one level
@@ -531,7 +640,7 @@ fn walk_conf_dir(
                     out.watched.push(dir.to_path_buf());
                 }
                 logged.remove(dir);
-                walk_tree(dir, entries, watcher, &old, &mut out, logged);
+                walk_tree(dir, entries, watcher, old, &mut out, logged);
                 return out;
             }
             Err(e) if is_missing(&e) => {
@@ -558,7 +667,7 @@ fn walk_conf_dir(
                 if watched {
                     out.watched.push(dir.to_path_buf());
                 }
-                out.keep_subtree(&old, dir, "");
+                out.keep_subtree(old, dir, "");
                 return out;
             }
         }
@@ -644,26 +753,14 @@ fn walk_tree(
                 if let Ok(m) = meta
                     && m.is_file()
                 {
-                    out.confs.insert(
-                        job.into(),
-                        Entry {
-                            path: path.into(),
-                            key: FileKey::of(&m),
-                        },
-                    );
+                    out.confs.push(job.into(), Entry::new(&m));
                 }
             } else if let Some(job) = override_job_name(&child)
                 && kind.is_file()
                 && let Ok(m) = entry.metadata()
                 && m.is_file()
             {
-                out.overrides.insert(
-                    job.into(),
-                    Entry {
-                        path: path.into(),
-                        key: FileKey::of(&m),
-                    },
-                );
+                out.overrides.push(job.into(), Entry::new(&m));
             }
         }
     }
@@ -675,10 +772,9 @@ fn walk_tree(
 /// A parsed definition and the content version it came from.
 type Def = (Arc<JobConf>, u64);
 
+/// What is known of all files; what is known of each is its [`Entry`]'s.
 #[derive(Debug, Default)]
 struct Cache {
-    /// Boxed: a map keeps up to twice as many slots as entries.
-    files: HashMap<Arc<Path>, Box<Cached>>,
     /// Override merges by job name.
     merges: HashMap<String, Merge>,
     /// Files seen being written (created empty or modified, not yet closed).
@@ -731,7 +827,7 @@ enum Ovr {
     /// There, but unreadable and never read: the job is as without it.
     Unusable,
     Text {
-        path: Arc<Path>,
+        path: PathBuf,
         text: Arc<[u8]>,
         version: u64,
     },
@@ -806,17 +902,17 @@ impl Cache {
 
     /// Decides whether an entry's cached content is current, reading the
     /// file when it may not be.
-    fn check(&mut self, e: &Entry, nofollow: bool) -> Fresh {
-        let pending = self.pending.contains_key(&*e.path);
-        match self.files.get(&*e.path) {
+    fn check(&mut self, e: &mut Entry, path: &Path, nofollow: bool) -> Fresh {
+        let pending = self.pending.contains_key(path);
+        match &e.cached {
             Some(c) if pending || (c.key == e.key && !c.racy) => return Fresh::Cached,
             None if pending => return Fresh::Gone,
             _ => {}
         }
-        match read_file(&e.path, nofollow) {
+        match read_file(path, nofollow) {
             Ok((bytes, key)) => {
-                self.io_logged.remove(&*e.path);
-                if let Some(c) = self.files.get_mut(&*e.path)
+                self.io_logged.remove(path);
+                if let Some(c) = e.cached.as_mut()
                     && c.len as usize == bytes.len()
                     && c.hash == content_hash(&bytes)
                 {
@@ -829,16 +925,16 @@ impl Cache {
             Err(ReadError::Gone) => Fresh::Gone,
             Err(ReadError::Io(err)) => {
                 let msg = err.to_string();
-                if self.io_logged.get(&*e.path) != Some(&msg) {
-                    warn!("{}: unable to read: {msg}", e.path.display());
-                    self.io_logged.insert(e.path.to_path_buf(), msg);
+                if self.io_logged.get(path) != Some(&msg) {
+                    warn!("{}: unable to read: {msg}", path.display());
+                    self.io_logged.insert(path.to_path_buf(), msg);
                 }
                 Fresh::Failed
             }
         }
     }
 
-    fn store(&mut self, path: &Arc<Path>, bytes: &[u8], key: FileKey, version: u64, content: Content) {
+    fn store(e: &mut Entry, bytes: &[u8], key: FileKey, version: u64, content: Content) {
         let cached = Cached {
             key,
             racy: key.racy(),
@@ -847,71 +943,71 @@ impl Cache {
             version,
             content,
         };
-        self.files.insert(path.clone(), Box::new(cached));
+        e.cached = Some(Box::new(cached));
     }
 
     /// The definition a `.conf` holds: its current one, else its last good
     /// one. Errors go to `errors`, marked fresh when parsed just now.
-    fn conf(&mut self, e: &Entry, errors: &mut Vec<(FileError, bool)>) -> Option<Def> {
-        let cached = |cache: &Cache| match cache.files.get(&*e.path).map(|c| &c.content) {
+    fn conf(&mut self, e: &mut Entry, path: &Path, errors: &mut Vec<(FileError, bool)>) -> Option<Def> {
+        let cached = |e: &Entry| match e.cached.as_ref().map(|c| &c.content) {
             Some(Content::Conf { error, last_good }) => (error.as_deref().cloned(), last_good.clone()),
             _ => (None, None),
         };
-        match self.check(e, false) {
+        match self.check(e, path, false) {
             Fresh::Cached => {
-                let (error, last_good) = cached(self);
+                let (error, last_good) = cached(e);
                 if let Some(err) = error {
                     errors.push((err, false));
                 }
                 last_good
             }
             Fresh::Gone => None,
-            Fresh::Failed => cached(self).1,
+            Fresh::Failed => cached(e).1,
             Fresh::Read(bytes, key) => {
                 self.parses += 1;
                 let version = self.version();
                 let (error, last_good) = match parse_job(&bytes) {
                     Ok(job) => (None, Some((Arc::new(job), version))),
                     Err(err) => {
-                        let err = FileError::new(&e.path, err);
+                        let err = FileError::new(path, err);
                         errors.push((err.clone(), true));
-                        (Some(err), cached(self).1)
+                        (Some(err), cached(e).1)
                     }
                 };
                 let content = Content::Conf {
                     error: error.map(Box::new),
                     last_good: last_good.clone(),
                 };
-                self.store(&e.path, &bytes, key, version, content);
+                Cache::store(e, &bytes, key, version, content);
                 last_good
             }
         }
     }
 
     /// The text of an override file.
-    fn override_text(&mut self, e: &Entry) -> Ovr {
-        let cached = |cache: &Cache| match cache.files.get(&*e.path).map(|c| &**c) {
+    fn override_text(&mut self, e: &mut Entry, path: &Path) -> Ovr {
+        let cached = |e: &Entry| match e.cached.as_deref() {
             Some(Cached {
                 version,
                 content: Content::Override { text },
                 ..
             }) => Ovr::Text {
-                path: e.path.clone(),
+                path: path.to_path_buf(),
                 text: text.clone(),
                 version: *version,
             },
             _ => Ovr::Unusable,
         };
-        match self.check(e, true) {
-            Fresh::Cached | Fresh::Failed => cached(self),
+        match self.check(e, path, true) {
+            Fresh::Cached | Fresh::Failed => cached(e),
             Fresh::Gone => Ovr::Absent,
             Fresh::Read(bytes, key) => {
                 let version = self.version();
                 let text: Arc<[u8]> = bytes.as_slice().into();
                 let content = Content::Override { text: text.clone() };
-                self.store(&e.path, &bytes, key, version, content);
+                Cache::store(e, &bytes, key, version, content);
                 Ovr::Text {
-                    path: e.path.clone(),
+                    path: path.to_path_buf(),
                     text,
                     version,
                 }
@@ -1194,7 +1290,7 @@ mod tests {
     }
 
     fn desc(src: &ConfSources, name: &str) -> Option<String> {
-        src.job(name).and_then(|j| j.description.clone())
+        src.job(name).and_then(|j| j.description().map(String::from))
     }
 
     /// `load NAME DESC` / `remove NAME`, for compact assertions.
@@ -1203,7 +1299,7 @@ mod tests {
             .iter()
             .map(|c| match c {
                 ConfChange::Load { name, conf, .. } => {
-                    format!("load {name} {}", conf.description.as_deref().unwrap_or("-"))
+                    format!("load {name} {}", conf.description().unwrap_or("-"))
                 }
                 ConfChange::Remove { name } => format!("remove {name}"),
             })
@@ -1263,10 +1359,7 @@ mod tests {
             summary(&changes),
             ["load a/b/c c", "load foo foo", "load net/apache apache"]
         );
-        assert_eq!(
-            src.source_of("net/apache"),
-            Some(t.path("init/net/apache.conf").as_path())
-        );
+        assert_eq!(src.source_of("net/apache"), Some(t.path("init/net/apache.conf")));
         match &changes[2] {
             ConfChange::Load { path, conf, .. } => {
                 assert_eq!(path, &t.path("init/net/apache.conf"));
@@ -1310,7 +1403,7 @@ mod tests {
             summary(&src.rescan()),
             ["load bar bar from two", "load foo foo from one"]
         );
-        assert_eq!(src.source_of("foo"), Some(t.path("one/foo.conf").as_path()));
+        assert_eq!(src.source_of("foo"), Some(t.path("one/foo.conf")));
 
         // A later same-named file is not even read.
         let parses = src.parses();
@@ -1322,7 +1415,7 @@ mod tests {
         t.write("two/foo.conf", &job("foo from two, again"));
         t.remove("one/foo.conf");
         assert_eq!(summary(&src.rescan()), ["load foo foo from two, again"]);
-        assert_eq!(src.source_of("foo"), Some(t.path("two/foo.conf").as_path()));
+        assert_eq!(src.source_of("foo"), Some(t.path("two/foo.conf")));
 
         t.write("one/bar.conf", &job("bar from one"));
         assert_eq!(summary(&src.rescan()), ["load bar bar from one"]);
@@ -1350,13 +1443,13 @@ mod tests {
         let mut src = t.sources(&["init"]);
         src.rescan();
         let foo = src.job("foo").unwrap();
-        assert_eq!(foo.start_on, None, "manual in the override clears start on");
-        assert_eq!(foo.env, ["EXTRA=1"]);
+        assert_eq!(foo.start_on(), None, "manual in the override clears start on");
+        assert!(foo.env().eq(["EXTRA=1"]));
         assert_eq!(desc(&src, "foo").as_deref(), Some("foo"));
 
         t.write("init/foo.override", "description \"overridden\"\n");
         assert_eq!(summary(&src.rescan()), ["load foo overridden"]);
-        assert!(src.job("foo").unwrap().start_on.is_some());
+        assert!(src.job("foo").unwrap().start_on().is_some());
 
         t.remove("init/foo.override");
         let changes = src.rescan();
@@ -1378,7 +1471,7 @@ mod tests {
             ["load bar bar", "load foo first override"]
         );
         assert!(
-            src.job("bar").unwrap().start_on.is_some(),
+            src.job("bar").unwrap().start_on().is_some(),
             "a later dir's override is ignored"
         );
 
@@ -1408,7 +1501,7 @@ mod tests {
         symlink(t.path("elsewhere/foo.override"), t.path("init/foo.override")).unwrap();
         let mut src = t.sources(&["init"]);
         src.rescan();
-        assert!(src.job("foo").unwrap().start_on.is_some());
+        assert!(src.job("foo").unwrap().start_on().is_some());
     }
 
     #[test]
@@ -1434,7 +1527,7 @@ mod tests {
 
         t.write("init/foo.override", "manual\n");
         assert_eq!(summary(&src.rescan()), ["load foo foo"]);
-        assert_eq!(src.job("foo").unwrap().start_on, None);
+        assert_eq!(src.job("foo").unwrap().start_on(), None);
         assert!(src.errors().is_empty());
     }
 
@@ -1455,7 +1548,7 @@ mod tests {
         // The override still applies, on top of the last good definition.
         t.write("init/foo.override", "env B=2\n");
         assert_eq!(summary(&src.rescan()), ["load foo good"]);
-        assert_eq!(src.job("foo").unwrap().env, ["B=2"]);
+        assert!(src.job("foo").unwrap().env().eq(["B=2"]));
 
         t.write("init/foo.conf", &job("fixed"));
         assert_eq!(summary(&src.rescan()), ["load foo fixed"]);
@@ -1559,11 +1652,11 @@ mod tests {
 
         t.write("init/new.override", "manual\n");
         wait_until(&mut src, "override", |s| {
-            s.job("new").is_some_and(|j| j.start_on.is_none())
+            s.job("new").is_some_and(|j| j.start_on().is_none())
         });
         t.remove("init/new.override");
         wait_until(&mut src, "override removal", |s| {
-            s.job("new").is_some_and(|j| j.start_on.is_some())
+            s.job("new").is_some_and(|j| j.start_on().is_some())
         });
 
         t.remove("init/old.conf");
@@ -1624,10 +1717,7 @@ mod tests {
         fs::create_dir(t.path("missing/deeper")).unwrap();
         t.write("missing/deeper/init/foo.conf", &job("foo"));
         wait_until(&mut src, "the late dir", |s| s.job("foo").is_some());
-        assert_eq!(
-            src.source_of("foo"),
-            Some(t.path("missing/deeper/init/foo.conf").as_path())
-        );
+        assert_eq!(src.source_of("foo"), Some(t.path("missing/deeper/init/foo.conf")));
 
         // The conf dir moving away removes its jobs; coming back restores them.
         fs::rename(t.path("missing/deeper/init"), t.path("missing/deeper/init.old")).unwrap();

@@ -283,6 +283,10 @@ impl Daemon {
         for change in self.conf.rescan() {
             self.conf_change(change);
         }
+        // Loading freed the files' text, parse buffers and the list of
+        // changes between what it keeps: give those pages back.
+        // SAFETY: malloc_trim only releases free memory of the allocator.
+        unsafe { libc::malloc_trim(0) };
         if self.opts.system.is_some() {
             self.use_system_bus();
         }
@@ -583,7 +587,7 @@ impl Daemon {
         if status == ExitStatus::Exited(0)
             && let Some((key, ProcessKind::Main)) = self.engine.process_owner(pid).cloned()
             && let Some(inst) = self.engine.instance(&key)
-            && matches!(inst.conf.expect, Expect::Fork | Expect::Daemon)
+            && matches!(inst.conf.expect(), Expect::Fork | Expect::Daemon)
             && inst.state == State::Running
         {
             let since = self.main_started.get(&key).copied().unwrap_or(0);
@@ -607,7 +611,7 @@ impl Daemon {
                 tracing::warn!(
                     "{}: main process ({pid}) exited after more forks than `expect {}` declares; adopting {}",
                     key.display(),
-                    inst.conf.expect.name(),
+                    inst.conf.expect().name(),
                     only.pid
                 );
                 self.feed(Input::MainPid { key, pid: only.pid });
@@ -696,7 +700,7 @@ impl Daemon {
         if console == Console::Log && self.logs.is_none() {
             console = Console::None;
         }
-        let expect = s.conf.expect;
+        let expect = s.conf.expect();
         let main = s.process == ProcessKind::Main;
         let trace = main && matches!(expect, Expect::Fork | Expect::Daemon);
         let plan = SpawnPlan {
@@ -793,7 +797,7 @@ impl Daemon {
             let _ = kill::signal_verified(&p, sig);
         }
         if main && sig != NixSignal::SIGKILL {
-            let timeout = self.engine.instance(key).map_or(5, |i| i.conf.kill_timeout);
+            let timeout = self.engine.instance(key).map_or(5, |i| i.conf.kill_timeout());
             let at = self.now().saturating_add(timeout.saturating_mul(MICROS));
             self.sweeps.push(Sweep {
                 at,
@@ -835,7 +839,7 @@ impl Daemon {
             .engine
             .classes()
             .values()
-            .map(|c| c.conf.kill_timeout)
+            .map(|c| c.conf.kill_timeout())
             .max()
             .unwrap_or(0);
         for key in keys {
@@ -866,7 +870,7 @@ impl Daemon {
             .engine
             .classes()
             .values()
-            .map(|c| c.conf.kill_timeout)
+            .map(|c| c.conf.kill_timeout())
             .max()
             .unwrap_or(0);
         // Recorded first: should anything below fail, the later phases

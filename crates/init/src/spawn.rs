@@ -67,7 +67,7 @@ pub struct SpawnPlan<'a> {
     pub instance: &'a str,
     /// Which of the job's processes to run.
     pub process: ProcessKind,
-    /// The job; the command comes from `conf.process.get(process)`.
+    /// The job; the command comes from `conf.process(process)`.
     pub conf: &'a JobConf,
     /// The complete `KEY=VALUE` environment of the process.
     pub env: &'a [String],
@@ -451,15 +451,11 @@ fn group_list(root: Option<&Path>, user: &str, base: u32) -> Result<Vec<libc::gi
 /// as root: those of the user (`initgroups(user, gid)`), or of root when
 /// only `setgid` is given.
 fn credentials(conf: &JobConf) -> Result<Option<Creds>, SpawnError> {
-    if conf.setuid.is_none() && conf.setgid.is_none() {
+    if conf.setuid().is_none() && conf.setgid().is_none() {
         return Ok(None);
     }
-    let root = conf
-        .chroot
-        .as_deref()
-        .map(Path::new)
-        .filter(|r| *r != Path::new("/"));
-    let user = match conf.setuid.as_deref() {
+    let root = conf.chroot().map(Path::new).filter(|r| *r != Path::new("/"));
+    let user = match conf.setuid() {
         Some(name) => Some(
             user_entry(root, UserKey::Name(name))
                 .map_err(|e| SpawnError::new("look up user", e))?
@@ -467,7 +463,7 @@ fn credentials(conf: &JobConf) -> Result<Option<Creds>, SpawnError> {
         ),
         None => None,
     };
-    let group = match conf.setgid.as_deref() {
+    let group = match conf.setgid() {
         Some(name) => Some(
             group_gid(root, name)
                 .map_err(|e| SpawnError::new("look up group", e))?
@@ -558,8 +554,7 @@ impl Prepared {
             .chain([std::ptr::null()])
             .collect();
         let limits = conf
-            .limits
-            .iter()
+            .limits()
             .map(|l| {
                 let index = Resource::ALL.iter().position(|r| *r == l.resource).unwrap_or(0);
                 let value = libc::rlimit {
@@ -573,12 +568,12 @@ impl Prepared {
                 )
             })
             .collect();
-        let umask = match conf.umask {
+        let umask = match conf.umask() {
             Some(mask) => Some(mask),
             None if plan.session => None,
             None => Some(DEFAULT_UMASK),
         };
-        let chdir = match conf.chdir.as_deref() {
+        let chdir = match conf.chdir() {
             Some(dir) => Some(cstring(dir)?),
             None if plan.session => None,
             None => Some(cstring("/")?),
@@ -599,14 +594,14 @@ impl Prepared {
                 .map_err(|_| SpawnError::new("enter cgroup", Errno::EINVAL))?,
             limits,
             umask: umask.map(|m| m as libc::mode_t),
-            nice: conf.nice,
-            oom: conf.oom_score.map(|score| {
+            nice: conf.nice(),
+            oom: conf.oom_score().map(|score| {
                 (
                     format!("{score}\n").into_bytes(),
                     format!("{}\n", legacy_oom_adj(score)).into_bytes(),
                 )
             }),
-            chroot: conf.chroot.as_deref().map(cstring).transpose()?,
+            chroot: conf.chroot().map(cstring).transpose()?,
             chdir,
             creds: credentials(conf)?,
             piped,
@@ -664,11 +659,11 @@ fn set_nonblocking(fd: &OwnedFd) -> nix::Result<()> {
 /// what the child does). Returns once the child has exec'd (or stopped at
 /// its exec, when traced), or with the reason it could not.
 pub fn spawn(plan: &SpawnPlan) -> Result<Child, SpawnError> {
-    let process = plan
+    let process = &plan
         .conf
-        .process
-        .get(plan.process)
-        .ok_or(SpawnError::new("find process", Errno::ENOENT))?;
+        .process(plan.process)
+        .ok_or(SpawnError::new("find process", Errno::ENOENT))?
+        .to_owned();
     let (argv, script) = match command_of(process) {
         Command::Piped(text) => (command_argv(process), Some(text)),
         _ => (command_argv(process), None),
@@ -1302,18 +1297,22 @@ mod tests {
 
     fn exec_conf(command: &str) -> JobConf {
         let mut conf = JobConf::default();
-        conf.process.main = Some(Process {
-            command: command.into(),
-            script: false,
+        conf.edit(|c| {
+            c.process.main = Some(Process {
+                command: command.into(),
+                script: false,
+            })
         });
         conf
     }
 
     fn script_conf(text: &str) -> JobConf {
         let mut conf = JobConf::default();
-        conf.process.main = Some(Process {
-            command: text.into(),
-            script: true,
+        conf.edit(|c| {
+            c.process.main = Some(Process {
+                command: text.into(),
+                script: true,
+            })
         });
         conf
     }
@@ -1650,9 +1649,11 @@ mod tests {
     #[test]
     fn other_process_kinds() {
         let mut conf = JobConf::default();
-        conf.process.pre_start = Some(Process {
-            command: "/bin/echo pre-start".into(),
-            script: false,
+        conf.edit(|c| {
+            c.process.pre_start = Some(Process {
+                command: "/bin/echo pre-start".into(),
+                script: false,
+            })
         });
         let env = env();
         let plan = SpawnPlan {
@@ -1862,7 +1863,7 @@ mod tests {
     fn unknown_user_or_group() {
         let env = env();
         let mut conf = exec_conf("/bin/true");
-        conf.setuid = Some("upshot-no-such-user".into());
+        conf.edit(|c| c.setuid = Some("upshot-no-such-user".into()));
         let err = spawn(&plan(&conf, &env)).unwrap_err();
         assert_eq!(err, SpawnError::new("look up user", Errno::ENOENT));
         assert_eq!(
@@ -1870,7 +1871,7 @@ mod tests {
             "unable to look up user: No such file or directory"
         );
         let mut conf = exec_conf("/bin/true");
-        conf.setgid = Some("upshot-no-such-group".into());
+        conf.edit(|c| c.setgid = Some("upshot-no-such-group".into()));
         assert_eq!(
             spawn(&plan(&conf, &env)).unwrap_err(),
             SpawnError::new("look up group", Errno::ENOENT)
@@ -2094,24 +2095,28 @@ mod tests {
     fn rlimits() {
         let env = env();
         let mut conf = exec_conf("cat /proc/self/limits");
-        conf.limits.push(Limit {
-            resource: Resource::Nofile,
-            soft: LimitValue::Value(123),
-            hard: LimitValue::Value(456),
+        conf.edit(|c| {
+            c.limits.push(Limit {
+                resource: Resource::Nofile,
+                soft: LimitValue::Value(123),
+                hard: LimitValue::Value(456),
+            })
         });
         let core_hard_unlimited = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_CORE)
             .unwrap()
             .1
             == libc::RLIM_INFINITY;
         if core_hard_unlimited {
-            conf.limits.insert(
-                0,
-                Limit {
-                    resource: Resource::Core,
-                    soft: LimitValue::Value(0),
-                    hard: LimitValue::Unlimited,
-                },
-            );
+            conf.edit(|c| {
+                c.limits.insert(
+                    0,
+                    Limit {
+                        resource: Resource::Core,
+                        soft: LimitValue::Value(0),
+                        hard: LimitValue::Unlimited,
+                    },
+                )
+            });
         }
         let output = run_ok(&plan(&conf, &env));
         let limit = |name: &str| -> Vec<String> {
@@ -2129,10 +2134,12 @@ mod tests {
 
         // soft above hard.
         let mut conf = exec_conf("/bin/true");
-        conf.limits.push(Limit {
-            resource: Resource::Nofile,
-            soft: LimitValue::Value(10),
-            hard: LimitValue::Value(5),
+        conf.edit(|c| {
+            c.limits.push(Limit {
+                resource: Resource::Nofile,
+                soft: LimitValue::Value(10),
+                hard: LimitValue::Value(5),
+            })
         });
         let err = spawn(&plan(&conf, &env)).unwrap_err();
         assert_eq!(
@@ -2150,12 +2157,14 @@ mod tests {
         // The oom file is opened before the limits are set.
         let env = env();
         let mut conf = exec_conf("/bin/true");
-        conf.limits.push(Limit {
-            resource: Resource::Nofile,
-            soft: LimitValue::Value(3),
-            hard: LimitValue::Value(3),
+        conf.edit(|c| {
+            c.limits.push(Limit {
+                resource: Resource::Nofile,
+                soft: LimitValue::Value(3),
+                hard: LimitValue::Value(3),
+            })
         });
-        conf.oom_score = Some(100);
+        conf.edit(|c| c.oom_score = Some(100));
         let plan = SpawnPlan {
             console: Console::None,
             ..plan(&conf, &env)
@@ -2174,7 +2183,7 @@ mod tests {
         let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o002));
         let conf = script_conf("umask");
         let mut set = script_conf("umask");
-        set.umask = Some(0o027);
+        set.edit(|c| c.umask = Some(0o027));
         let system = run_ok(&plan(&conf, &env));
         let session = run_ok(&SpawnPlan {
             session: true,
@@ -2196,13 +2205,13 @@ mod tests {
     fn nice() {
         let env = env();
         let mut conf = exec_conf("nice");
-        conf.nice = Some(7);
+        conf.edit(|c| c.nice = Some(7));
         assert_eq!(run_ok(&plan(&conf, &env)), "7\n");
         if is_root() {
-            conf.nice = Some(-5);
+            conf.edit(|c| c.nice = Some(-5));
             assert_eq!(run_ok(&plan(&conf, &env)), "-5\n");
         } else {
-            conf.nice = Some(-5);
+            conf.edit(|c| c.nice = Some(-5));
             assert_eq!(
                 spawn(&plan(&conf, &env)).unwrap_err(),
                 SpawnError::new("set priority", Errno::EACCES)
@@ -2214,11 +2223,11 @@ mod tests {
     fn oom_score() {
         let env = env();
         let mut conf = exec_conf("cat /proc/self/oom_score_adj");
-        conf.oom_score = Some(345);
+        conf.edit(|c| c.oom_score = Some(345));
         assert_eq!(run_ok(&plan(&conf, &env)), "345\n");
         // Lowering the score takes CAP_SYS_RESOURCE (which root here may
         // lack), else the job fails at that step.
-        conf.oom_score = Some(-1000);
+        conf.edit(|c| c.oom_score = Some(-1000));
         if caps::has_cap(None, caps::CapSet::Effective, caps::Capability::CAP_SYS_RESOURCE).unwrap() {
             assert_eq!(run_ok(&plan(&conf, &env)), "-1000\n");
         } else {
@@ -2244,9 +2253,9 @@ mod tests {
             format!("{}\n", here.display()),
             "session init: inherited"
         );
-        conf.chdir = Some(dir.path().into());
+        conf.edit(|c| c.chdir = Some(dir.path().into()));
         assert_eq!(run_ok(&plan(&conf, &env)), format!("{}\n", dir.path()));
-        conf.chdir = Some(format!("{}/missing", dir.path()));
+        conf.edit(|c| c.chdir = Some(format!("{}/missing", dir.path())));
         assert_eq!(
             spawn(&plan(&conf, &env)).unwrap_err(),
             SpawnError::new("change working directory", Errno::ENOENT)
@@ -2349,7 +2358,7 @@ mod tests {
         let env = env();
         // The shell and its glob run inside the new root.
         let mut conf = script_conf("echo /*");
-        conf.chroot = Some(root.path().into());
+        conf.edit(|c| c.chroot = Some(root.path().into()));
         let mut expected: Vec<String> = fs::read_dir(&root.0)
             .unwrap()
             .map(|e| format!("/{}", e.unwrap().file_name().to_string_lossy()))
@@ -2361,8 +2370,8 @@ mod tests {
         // looks users up after chroot.
         assert!(User::from_name("upshot-chroot-only").unwrap().is_none());
         let mut conf = exec_conf("/bin/sh");
-        conf.chroot = Some(root.path().into());
-        conf.setuid = Some("upshot-chroot-only".into());
+        conf.edit(|c| c.chroot = Some(root.path().into()));
+        conf.edit(|c| c.setuid = Some("upshot-chroot-only".into()));
         at_exec(&plan(&conf, &env), |child| {
             assert_eq!(
                 fs::read_link(format!("/proc/{}/root", child.pid)).unwrap(),
@@ -2376,7 +2385,7 @@ mod tests {
 
         // PATH is searched inside the root: /usr/bin/env exists outside only.
         let mut conf = exec_conf("env");
-        conf.chroot = Some(root.path().into());
+        conf.edit(|c| c.chroot = Some(root.path().into()));
         assert_eq!(
             spawn(&plan(&conf, &env)).unwrap_err(),
             SpawnError::new("execute", Errno::ENOENT)
@@ -2449,7 +2458,7 @@ mod tests {
         caps::raise(None, CapSet::Ambient, Capability::CAP_NET_BIND_SERVICE).unwrap();
 
         let mut conf = exec_conf("cat /proc/self/status");
-        conf.setuid = Some(TEST_USER.into());
+        conf.edit(|c| c.setuid = Some(TEST_USER.into()));
         let status = run_ok(&plan(&conf, &env));
         caps::clear(None, CapSet::Ambient).unwrap();
         caps::clear(None, CapSet::Inheritable).unwrap();
@@ -2461,7 +2470,7 @@ mod tests {
         }
 
         // setgid replaces the user's primary group.
-        conf.setgid = Some(TEST_GROUP.into());
+        conf.edit(|c| c.setgid = Some(TEST_GROUP.into()));
         let status = run_ok(&plan(&conf, &env));
         assert_eq!(field(&status, "Uid"), format!("{uid}\t{uid}\t{uid}\t{uid}"));
         let g = extra_gid;
@@ -2469,7 +2478,7 @@ mod tests {
         assert_eq!(groups_of(&status), BTreeSet::from([extra_gid]));
 
         // setgid alone: still root, with that group.
-        conf.setuid = None;
+        conf.edit(|c| c.setuid = None);
         let status = run_ok(&plan(&conf, &env));
         assert_eq!(field(&status, "Uid"), "0\t0\t0\t0");
         assert_eq!(field(&status, "Gid"), format!("{g}\t{g}\t{g}\t{g}"));
@@ -2478,7 +2487,7 @@ mod tests {
 
         // A piped script: the shell, now the user, can open its fd 9.
         let mut conf = script_conf("id -u\nid -g\n");
-        conf.setuid = Some(TEST_USER.into());
+        conf.edit(|c| c.setuid = Some(TEST_USER.into()));
         assert_eq!(run_ok(&plan(&conf, &env)), format!("{uid}\n{gid}\n"));
     }
 }

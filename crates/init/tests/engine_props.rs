@@ -742,7 +742,7 @@ impl Sim {
                         s.process
                     );
                     ensure!(
-                        s.conf.process.get(s.process).is_some(),
+                        s.conf.process(s.process).is_some(),
                         "spawn of a process the job lacks: {k:?}"
                     );
                     if self.hold_new {
@@ -873,7 +873,7 @@ impl Sim {
     /// What holds between any two inputs.
     fn check_between(&self) -> Res {
         let e = &self.engine;
-        let classes: BTreeSet<String> = e.classes().keys().cloned().collect();
+        let classes: BTreeSet<String> = e.classes().keys().map(String::from).collect();
         ensure!(
             classes == self.jobs,
             "classes() {classes:?} but signals say {:?}",
@@ -883,7 +883,7 @@ impl Sim {
         let mut owned = BTreeSet::new();
         for (job, class) in e.classes() {
             for (name, inst) in &class.instances {
-                let key = InstanceKey::new(job.clone(), name.clone());
+                let key = InstanceKey::new(job, name.clone());
                 let Some(t) = self.insts.get(&key) else {
                     return Err(format!("instance {key:?} in classes() was never added"));
                 };
@@ -1044,7 +1044,7 @@ impl Sim {
                     .iter()
                     .filter_map(move |(name, i)| match (i.state, i.slots[0]) {
                         (State::Spawned, Slot::Alive(pid)) => {
-                            Some((InstanceKey::new(job.clone(), name.clone()), pid))
+                            Some((InstanceKey::new(job, name.clone()), pid))
                         }
                         _ => None,
                     })
@@ -1071,7 +1071,7 @@ impl Sim {
         let conf = parse_job(text.as_bytes())
             .map_err(|e| format!("generated job j{job} does not parse: {e:?}\n{text}"))?;
         self.feed(Input::LoadJob {
-            name: format!("j{job}"),
+            name: format!("j{job}").into(),
             conf: std::sync::Arc::new(conf),
         })
     }
@@ -1179,7 +1179,7 @@ impl Sim {
             }
             Act::Load { job, text } => self.load(*job, text)?,
             Act::Remove { job } => self.feed(Input::RemoveJob {
-                name: format!("j{}", *job as usize % n),
+                name: format!("j{}", *job as usize % n).into(),
             })?,
             Act::Deliver { sel, fail } => {
                 if !self.held.is_empty() {
@@ -1215,9 +1215,9 @@ impl Sim {
     fn drain(&mut self) -> Result<bool, String> {
         self.hold_new = false;
         self.fail_mask = 0;
-        let names: Vec<String> = self.engine.classes().keys().cloned().collect();
+        let names: Vec<String> = self.engine.classes().keys().map(String::from).collect();
         for name in names {
-            self.feed(Input::RemoveJob { name })?;
+            self.feed(Input::RemoveJob { name: name.into() })?;
         }
         self.answer_queue()?;
         let mut last = String::new();
@@ -1344,11 +1344,8 @@ impl Sim {
     /// and only instances in `starting`/`stopping` have one.
     fn check_references(&self) -> Res {
         fn tree_refs(t: &OperatorTree, refs: &mut BTreeMap<u64, u32>) {
-            let v = serde_json::to_value(t).unwrap_or_default();
-            for node in v["nodes"].as_array().into_iter().flatten() {
-                if let Some(id) = node["Match"]["event"].as_u64() {
-                    *refs.entry(id).or_default() += 1;
-                }
+            for id in t.held_events() {
+                *refs.entry(id.0).or_default() += 1;
             }
         }
         let mut refs: BTreeMap<u64, u32> = BTreeMap::new();
@@ -1366,7 +1363,7 @@ impl Sim {
                     }
                 }
                 if let Some(id) = inst.blocker {
-                    let key = InstanceKey::new(job.clone(), name.clone());
+                    let key = InstanceKey::new(job, name.clone());
                     ensure!(
                         matches!(inst.state, State::Starting | State::Stopping),
                         "{key:?} in {:?} has blocker {id:?}",
@@ -1644,7 +1641,7 @@ fn engine_with(jobs: &[&str]) -> Engine {
         e.step(
             0,
             Input::LoadJob {
-                name: format!("j{i}"),
+                name: format!("j{i}").into(),
                 conf: std::sync::Arc::new(parse_job(text.as_bytes()).unwrap()),
             },
         );

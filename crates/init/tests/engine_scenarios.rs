@@ -2152,13 +2152,13 @@ fn changed_job_reaches_the_instance_at_restart_and_respawn() {
         "d: configuration changed; it applies from the next start"
     ));
     let inst = sim.engine.instance(&key("d", "")).unwrap();
-    assert_eq!(inst.conf.process.main.as_ref().unwrap().command, "/bin/v1");
+    assert_eq!(inst.conf.process(ProcessKind::Main).unwrap().command, "/bin/v1");
 
     // Respawn picks up v2.
     sim.exit("d", "", Main, Exited(1));
     assert_eq!(sim.take_trace(), respawn_trace(100));
     let spawn = sim.last_spawn("d", "", Main);
-    assert_eq!(spawn.conf.process.main.as_ref().unwrap().command, "/bin/v2");
+    assert_eq!(spawn.conf.process(ProcessKind::Main).unwrap().command, "/bin/v2");
 
     // Restart stops v2 with v2's signal and starts v3.
     sim.load("d", "exec /bin/v3\n");
@@ -2166,8 +2166,8 @@ fn changed_job_reaches_the_instance_at_restart_and_respawn() {
     assert!(sim.take_trace().contains(&"kill d main INT".to_string()));
     sim.exit("d", "", Main, Signaled(2));
     let spawn = sim.last_spawn("d", "", Main);
-    assert_eq!(spawn.conf.process.main.as_ref().unwrap().command, "/bin/v3");
-    assert!(!spawn.conf.respawn);
+    assert_eq!(spawn.conf.process(ProcessKind::Main).unwrap().command, "/bin/v3");
+    assert!(!spawn.conf.respawn());
     assert_eq!(sim.state("d", ""), Some(State::Running));
 }
 

@@ -16,6 +16,7 @@ pub const DEFAULT_UMASK: u32 = 0o022;
 
 /// The dump of one job.
 pub fn dump_job(job: &JobConf) -> Value {
+    let job = &job.fields();
     let process: Map<String, Value> = ProcessKind::ALL
         .into_iter()
         .map(|k| {

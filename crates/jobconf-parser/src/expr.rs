@@ -82,7 +82,8 @@ impl<'de> Deserialize<'de> for EventExpr {
         let text = String::deserialize(d)?;
         let job = crate::parse_job(format!("start on {text}\n").as_bytes())
             .map_err(|e| serde::de::Error::custom(format!("event expression {text:?}: {e}")))?;
-        job.start_on
+        job.start_on()
+            .map(crate::PackedExpr::unpack)
             .ok_or_else(|| serde::de::Error::custom("empty event expression"))
     }
 }
@@ -190,7 +191,7 @@ mod tests {
         assert_eq!(back, job);
         let small = parse_job(b"start on a X=\"1 2\" and (b or c)\n").unwrap();
         assert_eq!(
-            serde_json::to_value(&small.start_on).unwrap(),
+            serde_json::to_value(small.start_on()).unwrap(),
             "(a \"X=1 2\" and (b or c))"
         );
     }

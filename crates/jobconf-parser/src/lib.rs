@@ -12,6 +12,7 @@
 //! section 1 of `upstart-reference.md`; where it flags an Upstart bug, the
 //! fix is documented at the function that makes it.
 
+mod bytes;
 pub mod dump;
 mod error;
 pub mod expand;
@@ -21,6 +22,7 @@ mod job;
 mod lexer;
 mod names;
 mod number;
+mod packed;
 mod parse;
 pub mod render;
 mod signal;
@@ -29,6 +31,7 @@ pub use error::{ErrorKind, FileError, ParseError};
 pub use expr::{EventExpr, EventMatch, MatchArg};
 pub use job::*;
 pub use names::{is_ignored, job_name, override_job_name};
+pub use packed::{ArgRef, Args, Nodes, PackedExpr, PackedMatch, PackedNode};
 pub use parse::{MAX_EXPR_DEPTH, parse_into, parse_job};
 pub use signal::Signal;
 
@@ -38,8 +41,8 @@ pub use signal::Signal;
 /// but into a copy, so an override with an error changes nothing (Upstart
 /// half-applies it; spec §1.2 and §7.7).
 pub fn apply_override(job: &JobConf, override_text: &[u8]) -> Result<JobConf, ParseError> {
-    let mut merged = job.clone();
-    parse_into(&mut merged, override_text)?;
-    Ok(merged)
+    let mut merged = job.fields();
+    parse::parse_fields(&mut merged, override_text)?;
+    Ok(merged.into())
 }
 pub use render::render_job;

@@ -10,7 +10,7 @@
 use crate::error::{ErrorKind, ParseError};
 use crate::expr::{EventExpr, EventMatch, MatchArg};
 use crate::job::{
-    Bound, Console, DEFAULT_CGROUP_NAME, Expect, JobConf, Limit, LimitValue, NormalExit, Process,
+    Bound, Console, DEFAULT_CGROUP_NAME, Expect, JobConf, JobFields, Limit, LimitValue, NormalExit, Process,
     ProcessKind, Resource,
 };
 use crate::lexer::{CNLWS, Lexer, PAREN_CNLWS, Res};
@@ -24,9 +24,9 @@ pub const MAX_EXPR_DEPTH: usize = 256;
 
 /// Parses a job file's text into a fresh job.
 pub fn parse_job(text: &[u8]) -> Result<JobConf, ParseError> {
-    let mut job = JobConf::default();
-    parse_into(&mut job, text)?;
-    Ok(job)
+    let mut job = JobFields::default();
+    parse_fields(&mut job, text)?;
+    Ok(job.into())
 }
 
 /// Parses `text` into an existing job, as Upstart parses an override file
@@ -34,6 +34,14 @@ pub fn parse_job(text: &[u8]) -> Result<JobConf, ParseError> {
 /// part of the text: callers wanting all-or-nothing parse into a copy (see
 /// [`crate::apply_override`]).
 pub fn parse_into(job: &mut JobConf, text: &[u8]) -> Result<(), ParseError> {
+    let mut fields = std::mem::take(job).into();
+    let result = parse_fields(&mut fields, text);
+    *job = fields.into();
+    result
+}
+
+/// [`parse_into`] on the plain form.
+pub(crate) fn parse_fields(job: &mut JobFields, text: &[u8]) -> Result<(), ParseError> {
     if let Some(nul) = text.iter().position(|&b| b == 0) {
         return Err(ParseError::at(text, nul, ErrorKind::NulByte));
     }
@@ -42,7 +50,7 @@ pub fn parse_into(job: &mut JobConf, text: &[u8]) -> Result<(), ParseError> {
 }
 
 /// `nih_config_parse_file`.
-fn parse_file(job: &mut JobConf, lx: &mut Lexer) -> Res<()> {
+fn parse_file(job: &mut JobFields, lx: &mut Lexer) -> Res<()> {
     while !lx.at_end() {
         lx.skip_plain_whitespace();
         if !lx.has_token() {
@@ -56,7 +64,7 @@ fn parse_file(job: &mut JobConf, lx: &mut Lexer) -> Res<()> {
 
 /// `nih_config_parse_stanza`: the stanza name is compared raw (a quoted
 /// name is unknown).
-fn parse_stanza(job: &mut JobConf, lx: &mut Lexer) -> Res<()> {
+fn parse_stanza(job: &mut JobFields, lx: &mut Lexer) -> Res<()> {
     let start = lx.pos;
     let name = lx.next_token(CNLWS, false)?;
     match name.as_str() {
@@ -176,7 +184,7 @@ fn script(lx: &mut Lexer) -> Res<Process> {
 }
 
 /// `pre-start exec|script` and the other three.
-fn process(job: &mut JobConf, lx: &mut Lexer, kind: ProcessKind) -> Res<()> {
+fn process(job: &mut JobFields, lx: &mut Lexer, kind: ProcessKind) -> Res<()> {
     let kw_pos = lx.pos;
     let p = match keyword(lx)?.as_str() {
         "exec" => exec(lx)?,
@@ -188,7 +196,7 @@ fn process(job: &mut JobConf, lx: &mut Lexer, kind: ProcessKind) -> Res<()> {
 }
 
 /// `expect stop|daemon|fork|none`, or upshot's `expect timeout BOUND`.
-fn expect(job: &mut JobConf, lx: &mut Lexer) -> Res<()> {
+fn expect(job: &mut JobFields, lx: &mut Lexer) -> Res<()> {
     let pos = lx.pos;
     job.expect = match lx.next_arg()?.as_str() {
         "stop" => Expect::Stop,
@@ -243,7 +251,7 @@ fn seconds(lx: &mut Lexer, bad: ErrorKind) -> Res<u64> {
 }
 
 /// `kill timeout N` / `kill signal SIG`.
-fn kill(job: &mut JobConf, lx: &mut Lexer) -> Res<()> {
+fn kill(job: &mut JobFields, lx: &mut Lexer) -> Res<()> {
     let kw_pos = lx.pos;
     match keyword(lx)?.as_str() {
         "timeout" => job.kill_timeout = seconds(lx, ErrorKind::IllegalInterval)?,
@@ -254,7 +262,7 @@ fn kill(job: &mut JobConf, lx: &mut Lexer) -> Res<()> {
 }
 
 /// `reload signal SIG` (1.10+).
-fn reload(job: &mut JobConf, lx: &mut Lexer) -> Res<()> {
+fn reload(job: &mut JobFields, lx: &mut Lexer) -> Res<()> {
     let kw_pos = lx.pos;
     if keyword(lx)? != "signal" {
         return Err((ErrorKind::UnknownStanza, kw_pos));
@@ -265,7 +273,7 @@ fn reload(job: &mut JobConf, lx: &mut Lexer) -> Res<()> {
 
 /// `respawn` / `respawn limit COUNT INTERVAL|unlimited`. Setting a limit does
 /// not enable respawning.
-fn respawn(job: &mut JobConf, lx: &mut Lexer) -> Res<()> {
+fn respawn(job: &mut JobFields, lx: &mut Lexer) -> Res<()> {
     if !lx.has_token() {
         job.respawn = true;
         return lx.skip_comment();
@@ -290,7 +298,7 @@ fn respawn(job: &mut JobConf, lx: &mut Lexer) -> Res<()> {
 }
 
 /// `normal exit STATUS|SIGNAL…` (accumulates).
-fn normal(job: &mut JobConf, lx: &mut Lexer) -> Res<()> {
+fn normal(job: &mut JobFields, lx: &mut Lexer) -> Res<()> {
     let kw_pos = lx.pos;
     if keyword(lx)? != "exit" {
         return Err((ErrorKind::UnknownStanza, kw_pos));
@@ -393,7 +401,7 @@ fn limit_value(lx: &mut Lexer) -> Res<LimitValue> {
 }
 
 /// `apparmor load PROFILE` / `apparmor switch NAME` (1.9+).
-fn apparmor(job: &mut JobConf, lx: &mut Lexer) -> Res<()> {
+fn apparmor(job: &mut JobFields, lx: &mut Lexer) -> Res<()> {
     let kw_pos = lx.pos;
     match keyword(lx)?.as_str() {
         "load" => job.apparmor_load = Some(lx.next_arg()?),
@@ -405,7 +413,7 @@ fn apparmor(job: &mut JobConf, lx: &mut Lexer) -> Res<()> {
 
 /// `cgroup CONTROLLER [NAME] [KEY VALUE]` (1.13): two arguments name the
 /// cgroup, three give a setting of the default cgroup, four both.
-fn cgroup(job: &mut JobConf, lx: &mut Lexer) -> Res<()> {
+fn cgroup(job: &mut JobFields, lx: &mut Lexer) -> Res<()> {
     let controller = lx.next_arg()?;
     let mut rest = Vec::new();
     while rest.len() < 3 && lx.has_token() {

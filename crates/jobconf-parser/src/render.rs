@@ -14,6 +14,7 @@ use crate::signal::Signal;
 
 /// Renders `job` as job-file text.
 pub fn render_job(job: &JobConf) -> String {
+    let job = &job.fields();
     let mut out = String::new();
     let mut line = |stanza: &str, value: &str| {
         let _ = if value.is_empty() {

@@ -18,7 +18,7 @@
 //! the override rules of §1.2.
 
 use jobconf_parser::{
-    Cgroup, Console, ErrorKind, EventExpr, EventMatch, Expect, JobConf, Limit, LimitValue, MAX_EXPR_DEPTH,
+    Cgroup, Console, ErrorKind, EventExpr, EventMatch, Expect, JobFields, Limit, LimitValue, MAX_EXPR_DEPTH,
     MatchArg, NormalExit, ParseError, Process, Processes, Resource, RespawnLimit, Signal, apply_override,
     parse_job,
 };
@@ -67,9 +67,16 @@ const EXPECTED_OPERATOR: Expected = (ErrorKind::ExpectedOperator, "Expected oper
 const EXPECTED_VARIABLE: Expected = (ErrorKind::ExpectedVariable, "Expected variable name before value");
 const MISMATCHED_PARENS: Expected = (ErrorKind::MismatchedParens, "Mismatched parentheses");
 
-/// Parses `text`, which must succeed.
-fn ok(text: &str) -> JobConf {
-    parse_job(text.as_bytes()).unwrap_or_else(|e| panic!("{text:?} should parse, got {e} ({:?})", e.kind))
+/// Parses `text`, which must succeed; the job as plain fields.
+fn ok(text: &str) -> JobFields {
+    parse_job(text.as_bytes())
+        .unwrap_or_else(|e| panic!("{text:?} should parse, got {e} ({:?})", e.kind))
+        .fields()
+}
+
+/// [`apply_override`] on plain fields.
+fn overridden(job: &JobFields, override_text: &[u8]) -> Result<JobFields, ParseError> {
+    apply_override(&job.clone().into(), override_text).map(JobFields::from)
 }
 
 /// Parses `text`, which must fail.
@@ -109,8 +116,8 @@ fn fails_on_line(text: &str, expected: Expected, offset: usize, line: usize) {
 
 /// The job of an empty file: Upstart's defaults for every field (§1.4).
 /// Written out in full so that a new field has to be considered here.
-fn base() -> JobConf {
-    JobConf {
+fn base() -> JobFields {
+    JobFields {
         description: None,
         author: None,
         version: None,
@@ -255,7 +262,7 @@ fn on_small_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 #[test]
 fn exec_and_pre_start_script_fill_their_own_slots() {
     let job = ok("exec /sbin/daemon -d\npre-start script\n    rm /var/lock/daemon\nend script\n");
-    let expected = JobConf {
+    let expected = JobFields {
         process: Processes {
             main: exec("/sbin/daemon -d"),
             pre_start: script("rm /var/lock/daemon\n"),
@@ -269,7 +276,7 @@ fn exec_and_pre_start_script_fill_their_own_slots() {
 /// Row 2.
 #[test]
 fn job_without_a_process_is_valid_abstract_job() {
-    let expected = JobConf {
+    let expected = JobFields {
         description: Some("state".into()),
         ..base()
     };
@@ -281,8 +288,8 @@ fn job_without_a_process_is_valid_abstract_job() {
 fn override_replaces_author_adds_description_and_manual_clears_start_on() {
     let conf = ok("start on starting\nauthor \"me\"\n");
     assert_eq!(conf.start_on, Some(ev("starting")));
-    let merged = apply_override(&conf, b"author \"you\"\nmanual\ndescription \"my description\"\n").unwrap();
-    let expected = JobConf {
+    let merged = overridden(&conf, b"author \"you\"\nmanual\ndescription \"my description\"\n").unwrap();
+    let expected = JobFields {
         author: Some("you".into()),
         description: Some("my description".into()),
         start_on: None,
@@ -294,7 +301,7 @@ fn override_replaces_author_adds_description_and_manual_clears_start_on() {
 /// Row 4.
 #[test]
 fn exec_keeps_quotes_in_command_verbatim() {
-    let expected = JobConf {
+    let expected = JobFields {
         process: main_process(exec("/sbin/daemon -d \"foo\"")),
         ..base()
     };
@@ -304,7 +311,7 @@ fn exec_keeps_quotes_in_command_verbatim() {
 /// Row 5.
 #[test]
 fn exec_given_twice_last_wins() {
-    let expected = JobConf {
+    let expected = JobFields {
         process: main_process(exec("b \"foo\"")),
         ..base()
     };
@@ -314,7 +321,7 @@ fn exec_given_twice_last_wins() {
 /// Row 6.
 #[test]
 fn exec_after_script_replaces_the_script() {
-    let expected = JobConf {
+    let expected = JobFields {
         process: main_process(exec("/sbin/daemon -d \"foo\"")),
         ..base()
     };
@@ -333,7 +340,7 @@ fn exec_without_command_is_expected_token_at_end_of_line() {
 /// Row 8.
 #[test]
 fn script_block_has_its_indent_stripped() {
-    let expected = JobConf {
+    let expected = JobFields {
         process: main_process(script("echo\n")),
         ..base()
     };
@@ -343,7 +350,7 @@ fn script_block_has_its_indent_stripped() {
 /// Row 9.
 #[test]
 fn script_given_twice_last_wins() {
-    let expected = JobConf {
+    let expected = JobFields {
         process: main_process(script("echo\n")),
         ..base()
     };
@@ -395,7 +402,7 @@ fn auxiliary_exec_keeps_quotes_in_command_verbatim() {
     ];
     for (stanza, process) in cases {
         let text = format!("{stanza} exec /bin/tool -d \"foo\"\n");
-        assert_eq!(ok(&text), JobConf { process, ..base() }, "{text:?}");
+        assert_eq!(ok(&text), JobFields { process, ..base() }, "{text:?}");
     }
 }
 
@@ -456,13 +463,13 @@ impl On {
     }
 
     /// The job with only this stanza's expression set.
-    fn job(self, expr: EventExpr) -> JobConf {
+    fn job(self, expr: EventExpr) -> JobFields {
         match self.keyword {
-            "start" => JobConf {
+            "start" => JobFields {
                 start_on: Some(expr),
                 ..base()
             },
-            _ => JobConf {
+            _ => JobFields {
                 stop_on: Some(expr),
                 ..base()
             },
@@ -650,7 +657,7 @@ on_cases! {
 /// Row 38.
 #[test]
 fn start_on_after_manual_is_kept() {
-    let expected = JobConf {
+    let expected = JobFields {
         start_on: Some(ev("wibble")),
         ..base()
     };
@@ -666,7 +673,7 @@ fn manual_after_start_on_discards_it() {
 /// Row 40 for rows 38/39: `manual` only concerns `start on`.
 #[test]
 fn manual_leaves_stop_on_alone_before_and_after() {
-    let expected = JobConf {
+    let expected = JobFields {
         stop_on: Some(ev("wibble")),
         ..base()
     };
@@ -681,7 +688,7 @@ fn manual_leaves_stop_on_alone_before_and_after() {
 /// Row 41.
 #[test]
 fn description_is_dequoted() {
-    let expected = JobConf {
+    let expected = JobFields {
         description: Some("a test job".into()),
         ..base()
     };
@@ -703,7 +710,7 @@ fn description_with_two_strings_is_unexpected_token_at_the_second() {
 /// Row 44.
 #[test]
 fn emits_accumulates_over_stanzas() {
-    let expected = JobConf {
+    let expected = JobFields {
         emits: strings(&["wibble", "wobble", "waggle", "wuggle"]),
         ..base()
     };
@@ -725,7 +732,7 @@ fn expect_takes_each_of_its_four_values() {
         ("expect fork\n", Expect::Fork),
         ("expect none\n", Expect::None),
     ] {
-        assert_eq!(ok(text), JobConf { expect, ..base() }, "{text:?}");
+        assert_eq!(ok(text), JobFields { expect, ..base() }, "{text:?}");
     }
 }
 
@@ -751,7 +758,7 @@ fn expect_with_extra_argument_is_unexpected_token() {
 /// Row 50.
 #[test]
 fn respawn_sets_the_flag_and_keeps_the_default_limit() {
-    let expected = JobConf {
+    let expected = JobFields {
         respawn: true,
         ..base()
     };
@@ -761,7 +768,7 @@ fn respawn_sets_the_flag_and_keeps_the_default_limit() {
 /// Row 51.
 #[test]
 fn respawn_limit_sets_count_and_interval_without_enabling_respawn() {
-    let expected = JobConf {
+    let expected = JobFields {
         respawn_limit: RespawnLimit {
             count: 10,
             interval: 120,
@@ -775,7 +782,7 @@ fn respawn_limit_sets_count_and_interval_without_enabling_respawn() {
 #[test]
 fn respawn_limit_unlimited_is_zero_zero() {
     let job = ok("respawn limit unlimited\n");
-    let expected = JobConf {
+    let expected = JobFields {
         respawn_limit: RespawnLimit {
             count: 0,
             interval: 0,
@@ -835,7 +842,7 @@ fn task_with_argument_is_unexpected_token() {
 /// Row 60.
 #[test]
 fn instance_given_twice_last_wins_unexpanded() {
-    let expected = JobConf {
+    let expected = JobFields {
         instance: "$BAR".into(),
         ..base()
     };
@@ -851,7 +858,7 @@ fn instance_with_two_arguments_is_unexpected_token() {
 /// Row 62.
 #[test]
 fn kill_timeout_sets_seconds() {
-    let expected = JobConf {
+    let expected = JobFields {
         kill_timeout: 10,
         ..base()
     };
@@ -861,12 +868,12 @@ fn kill_timeout_sets_seconds() {
 /// Row 63.
 #[test]
 fn kill_signal_by_name_or_number() {
-    let by_name = JobConf {
+    let by_name = JobFields {
         kill_signal: Signal(2),
         ..base()
     };
     assert_eq!(ok("kill signal INT\n"), by_name);
-    let by_number = JobConf {
+    let by_number = JobFields {
         kill_signal: Signal(30),
         ..base()
     };
@@ -909,12 +916,12 @@ fn kill_timeout_or_signal_with_extra_argument_is_unexpected_token() {
 /// Row 69.
 #[test]
 fn reload_signal_by_name_or_number() {
-    let by_name = JobConf {
+    let by_name = JobFields {
         reload_signal: Signal(12),
         ..base()
     };
     assert_eq!(ok("reload signal USR2\n"), by_name);
-    let by_number = JobConf {
+    let by_number = JobFields {
         reload_signal: Signal(31),
         ..base()
     };
@@ -931,7 +938,7 @@ fn reload_signal_unknown_name_is_illegal_signal_at_it() {
 #[test]
 fn normal_exit_takes_statuses_and_signals() {
     let job = ok("normal exit 99 100 101 SIGTERM\n");
-    let expected = JobConf {
+    let expected = JobFields {
         normal_exit: vec![
             NormalExit::Status(99),
             NormalExit::Status(100),
@@ -949,7 +956,7 @@ fn normal_exit_takes_statuses_and_signals() {
 #[test]
 fn normal_exit_accumulates_and_accepts_900() {
     let job = ok("normal exit 99\nnormal exit 100 101\nnormal exit QUIT\nnormal exit 900\n");
-    let expected = JobConf {
+    let expected = JobFields {
         normal_exit: vec![
             NormalExit::Status(99),
             NormalExit::Status(100),
@@ -987,7 +994,7 @@ fn normal_with_other_keyword_than_exit_is_unknown_stanza() {
 /// Row 76.
 #[test]
 fn console_given_twice_last_wins() {
-    let expected = JobConf {
+    let expected = JobFields {
         console: Some(Console::Owner),
         ..base()
     };
@@ -1009,7 +1016,7 @@ fn console_with_extra_argument_is_unexpected_token() {
 /// Row 79.
 #[test]
 fn env_accumulates_in_file_order() {
-    let expected = JobConf {
+    let expected = JobFields {
         env: strings(&["FOO=BAR", "BAZ=QUUX", "FRODO=BILBO"]),
         ..base()
     };
@@ -1025,7 +1032,7 @@ fn env_with_two_arguments_is_unexpected_token() {
 /// Row 81.
 #[test]
 fn export_accumulates_over_stanzas() {
-    let expected = JobConf {
+    let expected = JobFields {
         export: strings(&["FOO", "BAR", "BAZ", "QUUX"]),
         ..base()
     };
@@ -1035,7 +1042,7 @@ fn export_accumulates_over_stanzas() {
 /// Row 82.
 #[test]
 fn umask_is_octal_and_last_wins() {
-    let expected = JobConf {
+    let expected = JobFields {
         umask: Some(0o755),
         ..base()
     };
@@ -1053,7 +1060,7 @@ fn umask_bad_value_is_illegal_umask_at_it() {
 /// Row 84.
 #[test]
 fn nice_given_twice_last_wins() {
-    let expected = JobConf {
+    let expected = JobFields {
         nice: Some(10),
         ..base()
     };
@@ -1072,7 +1079,7 @@ fn nice_out_of_range_or_not_a_number_is_illegal_nice_at_it() {
 #[test]
 fn legacy_oom_is_converted_to_a_score() {
     for (text, score) in [("oom 10\n", 666), ("oom -10\n", -588), ("oom never\n", -1000)] {
-        let expected = JobConf {
+        let expected = JobFields {
             oom_score: Some(score),
             ..base()
         };
@@ -1083,7 +1090,7 @@ fn legacy_oom_is_converted_to_a_score() {
 /// Row 87.
 #[test]
 fn legacy_oom_after_oom_score_last_wins() {
-    let expected = JobConf {
+    let expected = JobFields {
         oom_score: Some(666),
         ..base()
     };
@@ -1115,7 +1122,7 @@ fn oom_score_with_extra_argument_is_unexpected_token() {
 /// Row 91.
 #[test]
 fn limits_of_different_resources_accumulate() {
-    let expected = JobConf {
+    let expected = JobFields {
         limits: vec![
             limit(Resource::Core, LimitValue::Value(10), LimitValue::Value(20)),
             limit(Resource::Cpu, LimitValue::Value(15), LimitValue::Value(30)),
@@ -1129,7 +1136,7 @@ fn limits_of_different_resources_accumulate() {
 #[test]
 fn limit_unlimited_is_infinity_on_either_side() {
     let job = ok("limit core 10 unlimited\n");
-    let expected = JobConf {
+    let expected = JobFields {
         limits: vec![limit(
             Resource::Core,
             LimitValue::Value(10),
@@ -1141,7 +1148,7 @@ fn limit_unlimited_is_infinity_on_either_side() {
     assert_eq!(job.limits[0].hard.as_rlim(), u64::MAX, "RLIM_INFINITY");
 
     let job = ok("limit core unlimited 20\n");
-    let expected = JobConf {
+    let expected = JobFields {
         limits: vec![limit(
             Resource::Core,
             LimitValue::Unlimited,
@@ -1198,7 +1205,7 @@ fn chroot_chdir_setuid_setgid_with_two_arguments_are_unexpected_token() {
 /// Row 98, the accepted forms.
 #[test]
 fn chroot_chdir_setuid_setgid_take_one_argument() {
-    let expected = JobConf {
+    let expected = JobFields {
         chroot: Some("/a".into()),
         chdir: Some("/b c".into()),
         setuid: Some("www-data".into()),
@@ -1215,7 +1222,7 @@ fn chroot_chdir_setuid_setgid_take_one_argument() {
 #[test]
 fn usage_with_unquoted_words_is_unexpected_token_at_the_second() {
     fails("usage stanza usage test message\n", UNEXPECTED_TOKEN, 13);
-    let expected = JobConf {
+    let expected = JobFields {
         usage: Some("stanza usage test message".into()),
         ..base()
     };
@@ -1233,7 +1240,7 @@ fn apparmor_needs_load_or_switch_and_an_argument() {
 /// Row 100, the accepted forms.
 #[test]
 fn apparmor_load_and_switch_set_their_own_fields() {
-    let expected = JobConf {
+    let expected = JobFields {
         apparmor_load: Some("/etc/apparmor.d/usr.sbin.foo".into()),
         apparmor_switch: Some("/usr/sbin/foo".into()),
         ..base()
@@ -1255,7 +1262,7 @@ fn cgroup_without_controller_is_expected_token_at_end_of_line() {
 /// Row 102, one to four arguments.
 #[test]
 fn cgroup_arguments_are_controller_name_and_key_value() {
-    let with = |c: Cgroup| JobConf {
+    let with = |c: Cgroup| JobFields {
         cgroups: vec![c],
         ..base()
     };
@@ -1304,7 +1311,7 @@ fn block_end_may_be_indented_and_spaced_with_tabs() {
 #[test]
 fn block_end_may_be_followed_by_a_comment() {
     let job = ok("script\n    echo\nend script # comment\ndescription x\n");
-    let expected = JobConf {
+    let expected = JobFields {
         description: Some("x".into()),
         process: main_process(script("echo\n")),
         ..base()
@@ -1314,7 +1321,7 @@ fn block_end_may_be_followed_by_a_comment() {
 
 #[test]
 fn block_end_at_end_of_file_without_newline() {
-    let expected = JobConf {
+    let expected = JobFields {
         process: main_process(script("echo\n")),
         ..base()
     };
@@ -1342,7 +1349,7 @@ fn backslash_as_last_byte_is_trailing_slash() {
 #[test]
 fn spaces_tabs_and_carriage_returns_are_whitespace() {
     let job = ok(" \t description\t \"x\" \r\n\texec  /bin/foo  -d \t\r\n");
-    let expected = JobConf {
+    let expected = JobFields {
         description: Some("x".into()),
         process: main_process(exec("/bin/foo  -d")),
         ..base()
@@ -1353,7 +1360,7 @@ fn spaces_tabs_and_carriage_returns_are_whitespace() {
 #[test]
 fn crlf_line_endings_are_accepted() {
     let job = ok("start on a or b\r\nenv A=1\r\nrespawn\r\nscript\r\n  echo\r\nend script\r\n");
-    let expected = JobConf {
+    let expected = JobFields {
         start_on: Some(or(ev("a"), ev("b"))),
         env: strings(&["A=1"]),
         respawn: true,
@@ -1367,7 +1374,7 @@ fn crlf_line_endings_are_accepted() {
 #[test]
 fn comment_ends_the_line_outside_quotes_only() {
     let job = ok("description \"a # b\" # c\nexec echo \"#x\" '#y' # z\nenv A=b#c\n");
-    let expected = JobConf {
+    let expected = JobFields {
         description: Some("a # b".into()),
         process: main_process(exec("echo \"#x\" '#y'")),
         env: strings(&["A=b"]),
@@ -1387,7 +1394,7 @@ fn escaped_hash_is_not_a_comment() {
 #[test]
 fn blank_whitespace_only_and_comment_only_lines_are_skipped() {
     let job = ok("# header\n\n   \n\t# indented comment\n \t \r\nexec a\n# trailer");
-    let expected = JobConf {
+    let expected = JobFields {
         process: main_process(exec("a")),
         ..base()
     };
@@ -1398,7 +1405,7 @@ fn blank_whitespace_only_and_comment_only_lines_are_skipped() {
 
 #[test]
 fn backslash_newline_continues_a_stanza_between_arguments() {
-    let expected = JobConf {
+    let expected = JobFields {
         emits: strings(&["a", "b", "c"]),
         ..base()
     };
@@ -1425,7 +1432,7 @@ fn backslash_newline_in_exec_text_collapses_to_one_space() {
 #[test]
 fn quotes_spanning_lines_collapse_the_newline_to_one_space() {
     let job = ok("env A=\"x  \n   y\"\nexec echo 'a\n   b'\n");
-    let expected = JobConf {
+    let expected = JobFields {
         env: strings(&["A=x y"]),
         process: main_process(exec("echo 'a b'")),
         ..base()
@@ -1483,7 +1490,7 @@ fn stanza_names_are_case_sensitive() {
 fn values_compared_to_names_are_dequoted_first() {
     let job =
         ok("expect \"fork\"\nconsole 'log'\nlimit \"nofile\" '10' \"unlimited\"\noom \"score\" 'never'\n");
-    let expected = JobConf {
+    let expected = JobFields {
         expect: Expect::Fork,
         console: Some(Console::Log),
         limits: vec![limit(
@@ -1553,7 +1560,7 @@ fn positions_after_a_block_count_its_lines() {
 
 #[test]
 fn file_without_final_newline_parses() {
-    let expected = JobConf {
+    let expected = JobFields {
         description: Some("x".into()),
         process: main_process(exec("/bin/foo \"bar\"")),
         start_on: Some(or(ev("a"), ev("b"))),
@@ -1685,7 +1692,7 @@ fn limit_accepts_all_fourteen_resources() {
         ("stack", Resource::Stack),
     ] {
         let text = format!("limit {name} 1 unlimited\n");
-        let expected = JobConf {
+        let expected = JobFields {
             limits: vec![limit(resource, LimitValue::Value(1), LimitValue::Unlimited)],
             ..base()
         };
@@ -1712,7 +1719,7 @@ fn single_valued_stanzas_last_wins() {
         "pre-stop exec a\npre-stop exec b\npost-stop exec a\npost-stop exec b\n",
     ));
     let b = || Some("b".to_string());
-    let expected = JobConf {
+    let expected = JobFields {
         description: b(),
         author: b(),
         version: b(),
@@ -1777,7 +1784,7 @@ fn manual_only_discards_an_earlier_start_on() {
     let job = ok("start on a\nstop on c\nmanual\nmanual\n");
     assert_eq!(
         job,
-        JobConf {
+        JobFields {
             stop_on: Some(ev("c")),
             ..base()
         }
@@ -1793,7 +1800,7 @@ fn manual_and_debug_do_not_check_the_rest_of_their_line() {
     assert_eq!(ok("manual # comment\n"), base());
     assert_eq!(
         ok("debug # comment\n"),
-        JobConf {
+        JobFields {
             debug: true,
             ..base()
         }
@@ -2058,7 +2065,7 @@ fn ten_thousand_open_parentheses_do_not_overflow_the_stack() {
 fn ten_thousand_balanced_parentheses_do_not_overflow_the_stack() {
     let result = on_small_stack(|| {
         let text = format!("start on {}a{}\n", "(".repeat(10_000), ")".repeat(10_000));
-        parse_job(text.as_bytes()).map(|j| j.start_on)
+        parse_job(text.as_bytes()).map(|j| j.fields().start_on)
     });
     assert_eq!(result, Ok(Some(ev("a"))));
 }
@@ -2100,12 +2107,12 @@ fn expression_depth_limit_is_exact() {
 #[test]
 fn override_env_and_other_accumulating_stanzas_append() {
     let conf = ok("env A=1\nemits x\nexport A\nnormal exit 1\ncgroup cpu\n");
-    let merged = apply_override(
+    let merged = overridden(
         &conf,
         b"env B=2\nemits y\nexport B\nnormal exit 2\ncgroup memory\n",
     )
     .unwrap();
-    let expected = JobConf {
+    let expected = JobFields {
         env: strings(&["A=1", "B=2"]),
         emits: strings(&["x", "y"]),
         export: strings(&["A", "B"]),
@@ -2122,8 +2129,8 @@ fn override_env_and_other_accumulating_stanzas_append() {
 #[test]
 fn override_single_valued_stanzas_replace_and_others_are_kept() {
     let conf = ok("start on a\nstop on b\nexec /bin/a\nkill timeout 9\nrespawn\n");
-    let merged = apply_override(&conf, b"exec /bin/b\nstop on c\n").unwrap();
-    let expected = JobConf {
+    let merged = overridden(&conf, b"exec /bin/b\nstop on c\n").unwrap();
+    let expected = JobFields {
         start_on: Some(ev("a")),
         stop_on: Some(ev("c")),
         process: main_process(exec("/bin/b")),
@@ -2138,7 +2145,7 @@ fn override_single_valued_stanzas_replace_and_others_are_kept() {
 fn override_with_an_error_is_rejected_as_a_whole() {
     let conf_text = "start on a\nauthor \"me\"\nenv A=1\n";
     let conf = ok(conf_text);
-    let e = apply_override(&conf, b"author \"you\"\nmanual\nenv B=2\nbogus\n").expect_err("bogus stanza");
+    let e = overridden(&conf, b"author \"you\"\nmanual\nenv B=2\nbogus\n").expect_err("bogus stanza");
     check_error(
         "author \"you\"\nmanual\nenv B=2\nbogus\n",
         &e,
@@ -2148,7 +2155,7 @@ fn override_with_an_error_is_rejected_as_a_whole() {
     );
     // The conf's job is borrowed immutably, so only the error comes back;
     // a good override applied afterwards starts from the conf's values.
-    let merged = apply_override(&conf, b"env C=3\n").unwrap();
+    let merged = overridden(&conf, b"env C=3\n").unwrap();
     assert_eq!(merged.author.as_deref(), Some("me"));
     assert_eq!(merged.start_on, Some(ev("a")));
     assert_eq!(merged.env, strings(&["A=1", "C=3"]));
@@ -2157,8 +2164,8 @@ fn override_with_an_error_is_rejected_as_a_whole() {
 #[test]
 fn override_manual_clears_start_on_only() {
     let conf = ok("start on a\nstop on b\nexec x\n");
-    let merged = apply_override(&conf, b"manual\n").unwrap();
-    let expected = JobConf {
+    let merged = overridden(&conf, b"manual\n").unwrap();
+    let expected = JobFields {
         stop_on: Some(ev("b")),
         process: main_process(exec("x")),
         ..base()
@@ -2170,7 +2177,7 @@ fn override_manual_clears_start_on_only() {
 fn override_behaves_as_appended_text() {
     let conf = "start on a\nenv A=1\nlimit core 1 2\ndescription d\n";
     let over = "env B=2\nlimit core 3 4\nmanual\nstart on b\n";
-    let merged = apply_override(&ok(conf), over.as_bytes()).unwrap();
+    let merged = overridden(&ok(conf), over.as_bytes()).unwrap();
     assert_eq!(merged, ok(&format!("{conf}{over}")));
     assert_eq!(merged.start_on, Some(ev("b")));
 }

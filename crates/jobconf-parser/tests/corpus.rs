@@ -32,9 +32,11 @@ fn corpus_files() -> Vec<PathBuf> {
     files
 }
 
-fn parse_corpus(name: &str) -> jobconf_parser::JobConf {
+fn parse_corpus(name: &str) -> jobconf_parser::JobFields {
     let text = fs::read(corpus_dir().join(name)).unwrap();
-    parse_job(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
+    parse_job(&text)
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+        .fields()
 }
 
 /// (file, line, column, message) for every file Upstart rejects.

@@ -15,9 +15,9 @@ use std::cell::Cell;
 use std::path::PathBuf;
 
 use jobconf_parser::{
-    Bound, Cgroup, Console, DEFAULT_CGROUP_NAME, ErrorKind, EventExpr, EventMatch, Expect, JobConf, Limit,
-    LimitValue, MAX_EXPR_DEPTH, MatchArg, NormalExit, Process, Processes, Resource, RespawnLimit, Signal,
-    parse_job, render_job,
+    Bound, Cgroup, Console, DEFAULT_CGROUP_NAME, ErrorKind, EventExpr, EventMatch, Expect, JobConf,
+    JobFields, Limit, LimitValue, MAX_EXPR_DEPTH, MatchArg, NormalExit, PackedExpr, Process, ProcessKind,
+    Processes, Resource, RespawnLimit, Signal, parse_job, render_job,
 };
 use proptest::prelude::*;
 
@@ -136,9 +136,10 @@ fn empty_arguments_round_trip() {
         check_job(&job);
     }
     let job = parse_job(b"emits a \"\"\\\n b\n").unwrap();
-    assert_eq!(job.emits, ["a", "", "b"]);
+    assert!(job.emits().eq(["a", "", "b"]));
     let job = parse_job(b"start on (a \"\"\\\n) or \"\"\\\n\n").unwrap();
-    let m = job.start_on.as_ref().unwrap().matches();
+    let expr = job.start_on().unwrap().unpack();
+    let m = expr.matches();
     assert_eq!(m[0].args, [MatchArg::Positional(String::new())]);
     assert_eq!(m[1].name, "");
 }
@@ -190,7 +191,7 @@ fn chain(op: &str, depth: usize) -> String {
 #[test]
 fn expression_depth_limit() {
     let ok = parse_job(chain("or", MAX_EXPR_DEPTH).as_bytes()).unwrap();
-    assert_eq!(ok.start_on.unwrap().depth(), MAX_EXPR_DEPTH);
+    assert_eq!(ok.start_on().unwrap().unpack().depth(), MAX_EXPR_DEPTH);
     let err = parse_job(chain("or", MAX_EXPR_DEPTH + 1).as_bytes()).unwrap_err();
     assert_eq!(err.kind, ErrorKind::TooDeep);
 }
@@ -507,49 +508,51 @@ fn job() -> impl Strategy<Value = JobConf> {
                 cgroups,
                 (process_timeout, expect_timeout),
             ),
-        )| JobConf {
-            description,
-            author,
-            version,
-            usage,
-            instance,
-            start_on,
-            stop_on,
-            emits,
-            env,
-            export,
-            process: Processes {
-                main,
-                pre_start,
-                post_start,
-                pre_stop,
-                post_stop,
-            },
-            task,
-            respawn,
-            respawn_limit: respawn_limit.map_or_else(RespawnLimit::default, |(count, interval)| {
-                RespawnLimit { count, interval }
-            }),
-            normal_exit,
-            kill_timeout,
-            kill_signal,
-            reload_signal,
-            expect,
-            console,
-            umask,
-            nice,
-            oom_score,
-            limits,
-            chroot,
-            chdir,
-            setuid,
-            setgid,
-            apparmor_load,
-            apparmor_switch,
-            cgroups,
-            debug,
-            process_timeout,
-            expect_timeout,
+        )| {
+            JobConf::from(JobFields {
+                description,
+                author,
+                version,
+                usage,
+                instance,
+                start_on,
+                stop_on,
+                emits,
+                env,
+                export,
+                process: Processes {
+                    main,
+                    pre_start,
+                    post_start,
+                    pre_stop,
+                    post_stop,
+                },
+                task,
+                respawn,
+                respawn_limit: respawn_limit.map_or_else(RespawnLimit::default, |(count, interval)| {
+                    RespawnLimit { count, interval }
+                }),
+                normal_exit,
+                kill_timeout,
+                kill_signal,
+                reload_signal,
+                expect,
+                console,
+                umask,
+                nice,
+                oom_score,
+                limits,
+                chroot,
+                chdir,
+                setuid,
+                setgid,
+                apparmor_load,
+                apparmor_switch,
+                cgroups,
+                debug,
+                process_timeout,
+                expect_timeout,
+            })
         },
     )
 }
@@ -734,8 +737,8 @@ proptest! {
             let file = format!("{stanza} {text}\n");
             let job = parse_job(file.as_bytes())
                 .map_err(|e| TestCaseError::fail(format!("{e}\n{}", e.caret())))?;
-            let got = if stanza == "start on" { job.start_on } else { job.stop_on };
-            prop_assert_eq!(got.as_ref(), Some(&expr), "{}", file);
+            let got = if stanza == "start on" { job.start_on() } else { job.stop_on() };
+            prop_assert_eq!(got.map(PackedExpr::unpack), Some(expr.clone()), "{}", file);
         }
     }
 
@@ -840,15 +843,15 @@ fn deep_and_long_inputs_on_a_small_stack() {
             match (*name, r) {
                 ("open parens", Err(_)) => {}
                 ("balanced parens", Ok(job)) => {
-                    assert_eq!(job.start_on.as_ref().map(EventExpr::depth), Some(1))
+                    assert_eq!(job.start_on().map(|e| e.unpack().depth()), Some(1))
                 }
                 ("or chain" | "nested or", Err(ErrorKind::TooDeep)) => {}
-                ("long env", Ok(job)) => assert_eq!(job.env[0].len(), "BIG=".len() + n * 11),
+                ("long env", Ok(job)) => assert_eq!(job.env().next().unwrap().len(), "BIG=".len() + n * 11),
                 ("long script", Ok(job)) => {
-                    let script = &job.process.main.as_ref().unwrap().command;
+                    let script = &job.process(ProcessKind::Main).unwrap().command;
                     assert_eq!(script.lines().count(), n / 2);
                 }
-                ("many stanzas", Ok(job)) => assert_eq!(job.env.len(), n / 10),
+                ("many stanzas", Ok(job)) => assert_eq!(job.env().len(), n / 10),
                 (name, r) => panic!("{name}: unexpected {r:?}"),
             }
         }

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
-use jobconf_parser::{EventExpr, ProcessKind};
+use jobconf_parser::{EventExpr, PackedExpr, ProcessKind};
 use serde::Serialize;
 use upstart_dbus::{
     INSTANCE_INTERFACE, JOB_INTERFACE, MANAGER_INTERFACE, MANAGER_PATH, Object, UPSHOT_INTERFACE,
@@ -702,16 +702,16 @@ impl Daemon {
 
     fn job_property(&self, job: &str, name: &str) -> Option<Variant<'static>> {
         let conf = &self.engine.classes().get(job)?.conf;
-        let text = |s: &Option<String>| Variant::from(s.clone().unwrap_or_default());
+        let text = |s: Option<&str>| Variant::from(s.unwrap_or_default().to_string());
         Some(match name {
             "name" => Variant::from(job.to_string()),
-            "description" => text(&conf.description),
-            "author" => text(&conf.author),
-            "version" => text(&conf.version),
-            "usage" => text(&conf.usage),
-            "start_on" => Variant::from(rpn(conf.start_on.as_ref())),
-            "stop_on" => Variant::from(rpn(conf.stop_on.as_ref())),
-            "emits" => Variant::from(conf.emits.clone()),
+            "description" => text(conf.description()),
+            "author" => text(conf.author()),
+            "version" => text(conf.version()),
+            "usage" => text(conf.usage()),
+            "start_on" => Variant::from(rpn(conf.start_on().map(PackedExpr::unpack).as_ref())),
+            "stop_on" => Variant::from(rpn(conf.stop_on().map(PackedExpr::unpack).as_ref())),
+            "emits" => Variant::from(conf.emits().map(String::from).collect::<Vec<_>>()),
             _ => return None,
         })
     }
@@ -875,7 +875,7 @@ impl Daemon {
             None => {
                 let p = path.trim_end_matches('/');
                 if p == upstart_dbus::JOBS_PATH {
-                    children.extend(self.engine.classes().keys().map(|j| upstart_dbus::escape(j)));
+                    children.extend(self.engine.classes().keys().map(upstart_dbus::escape));
                 } else if let Some(rest) = MANAGER_PATH.strip_prefix(p).and_then(|r| r.strip_prefix('/'))
                     && let Some(first) = rest.split('/').next()
                 {
@@ -1332,7 +1332,7 @@ mod tests {
     fn rpn_is_post_order() {
         let conf = jobconf_parser::parse_job(b"start on (a and b X=1) or c\n").unwrap();
         assert_eq!(
-            rpn(conf.start_on.as_ref()),
+            rpn(conf.start_on().map(PackedExpr::unpack).as_ref()),
             vec![
                 vec!["a".to_string()],
                 vec!["b".to_string(), "X=1".to_string()],

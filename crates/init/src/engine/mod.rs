@@ -24,6 +24,7 @@ mod operator;
 mod state;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use jobconf_parser::expand::expand;
@@ -31,7 +32,7 @@ use jobconf_parser::{Bound, Expect, JobConf, ProcessKind, Signal};
 use serde::{Deserialize, Serialize};
 
 pub use event::{Blocked, Event, EventId, Progress, WaitKind};
-pub use operator::{OperatorTree, args_match};
+pub use operator::{IndexKey, OperatorTree, args_match, index_key};
 pub use state::{Goal, State, next_state};
 
 /// Microseconds on a monotonic clock, supplied with every input.
@@ -97,14 +98,15 @@ pub struct Request {
 /// Everything that can happen to the engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
-    /// A job file was added or changed.
+    /// A job file was added or changed. (The name is shared: a new class
+    /// keeps it as its name.)
     LoadJob {
-        name: String,
+        name: Arc<str>,
         conf: Arc<JobConf>,
     },
     /// A job file went away.
     RemoveJob {
-        name: String,
+        name: Arc<str>,
     },
     /// `EmitEvent`: queue an event (every env entry must be `KEY=VALUE`).
     Emit {
@@ -439,6 +441,76 @@ pub struct Class {
     pub removed: bool,
 }
 
+/// The job classes by name, what [`Engine::classes`] shows. Each name is
+/// one shared allocation, also held by the dispatch index.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Classes(BTreeMap<Arc<str>, Class>);
+
+/// The iterator over [`Classes`].
+pub type ClassesIter<'a> = std::iter::Map<
+    std::collections::btree_map::Iter<'a, Arc<str>, Class>,
+    fn((&'a Arc<str>, &'a Class)) -> (&'a str, &'a Class),
+>;
+
+impl Classes {
+    pub fn get(&self, name: &str) -> Option<&Class> {
+        self.0.get(name)
+    }
+
+    fn get_mut(&mut self, name: &str) -> Option<&mut Class> {
+        self.0.get_mut(name)
+    }
+
+    pub fn contains_key(&self, name: &str) -> bool {
+        self.0.contains_key(name)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Classes in name order.
+    pub fn iter(&self) -> ClassesIter<'_> {
+        self.0.iter().map(|(k, v)| (&**k, v))
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(|k| &**k)
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &Class> {
+        self.0.values()
+    }
+
+    /// The shared name of a class.
+    fn name(&self, name: &str) -> Option<Arc<str>> {
+        self.0.get_key_value(name).map(|(k, _)| k.clone())
+    }
+}
+
+impl std::ops::Index<&str> for Classes {
+    type Output = Class;
+
+    /// The class of that name; panics if there is none (as a map's index).
+    fn index(&self, name: &str) -> &Class {
+        &self.0[name]
+    }
+}
+
+impl<'a> IntoIterator for &'a Classes {
+    type Item = (&'a str, &'a Class);
+    type IntoIter = ClassesIter<'a>;
+
+    fn into_iter(self) -> ClassesIter<'a> {
+        self.iter()
+    }
+}
+
 fn slot_index(kind: ProcessKind) -> usize {
     match kind {
         ProcessKind::Main => 0,
@@ -449,29 +521,106 @@ fn slot_index(kind: ProcessKind) -> usize {
     }
 }
 
-/// The classes that mention an event name, with how many trees of each do
-/// (sorted by class; a small vector costs far less than a map node for the
-/// one or two classes most names have).
-#[derive(Debug, Clone, Default)]
-struct Mentions(Vec<(String, u32)>);
+/// The classes that mention an index key, with how many trees of each do,
+/// sorted by class. Most keys have one class, kept inline; more (shared
+/// events like `filesystem`) take one allocation of the exact size.
+#[derive(Debug, Clone)]
+enum Mentions {
+    One((Arc<str>, u32)),
+    Many(Box<[(Arc<str>, u32)]>),
+}
+
+impl Default for Mentions {
+    fn default() -> Self {
+        Mentions::Many(Box::default())
+    }
+}
 
 impl Mentions {
-    fn add(&mut self, class: &str) {
-        match self.0.binary_search_by(|(c, _)| c.as_str().cmp(class)) {
-            Ok(i) => self.0[i].1 += 1,
-            Err(i) => self.0.insert(i, (class.to_string(), 1)),
+    fn entries(&self) -> &[(Arc<str>, u32)] {
+        match self {
+            Mentions::One(e) => std::slice::from_ref(e),
+            Mentions::Many(v) => v,
+        }
+    }
+
+    fn entries_mut(&mut self) -> &mut [(Arc<str>, u32)] {
+        match self {
+            Mentions::One(e) => std::slice::from_mut(e),
+            Mentions::Many(v) => v,
+        }
+    }
+
+    /// The entries with `i` replaced by `new` (inserted before it when
+    /// `insert`), in a new allocation of the exact size: shrinking one in
+    /// place would leave a small hole in the heap per change.
+    fn splice(&mut self, i: usize, insert: bool, new: Option<(Arc<str>, u32)>) {
+        let old = match std::mem::take(self) {
+            Mentions::One(e) => vec![e],
+            Mentions::Many(v) => v.into_vec(),
+        };
+        let len = old.len() + usize::from(insert) - usize::from(new.is_none());
+        let mut v = Vec::with_capacity(len);
+        let mut old = old.into_iter();
+        v.extend(old.by_ref().take(i));
+        v.extend(new);
+        v.extend(old.skip(usize::from(!insert)));
+        *self = match v.pop() {
+            Some(e) if v.is_empty() => Mentions::One(e),
+            last => {
+                v.extend(last);
+                Mentions::Many(v.into_boxed_slice())
+            }
+        };
+    }
+
+    fn add(&mut self, class: &Arc<str>) {
+        match self.entries().binary_search_by(|(c, _)| c.cmp(class)) {
+            Ok(i) => self.entries_mut()[i].1 += 1,
+            Err(i) => self.splice(i, true, Some((class.clone(), 1))),
         }
     }
 
     fn remove(&mut self, class: &str) {
-        if let Ok(i) = self.0.binary_search_by(|(c, _)| c.as_str().cmp(class)) {
-            self.0[i].1 -= 1;
-            if self.0[i].1 == 0 {
-                self.0.remove(i);
+        if let Ok(i) = self.entries().binary_search_by(|(c, _)| (**c).cmp(class)) {
+            self.entries_mut()[i].1 -= 1;
+            if self.entries()[i].1 == 0 {
+                self.splice(i, false, None);
             }
         }
     }
+
+    fn is_empty(&self) -> bool {
+        self.entries().is_empty()
+    }
+
+    fn classes(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.entries().iter().map(|(c, _)| c)
+    }
 }
+
+/// Hashes an [`IndexKey`], already a hash, to itself.
+#[derive(Debug, Clone, Copy, Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// The dispatch index: key → classes.
+type Index = HashMap<IndexKey, Mentions, BuildHasherDefault<KeyHasher>>;
 
 /// The engine.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -479,7 +628,7 @@ pub struct Engine {
     config: EngineConfig,
     now: Time,
     respawn_enabled: bool,
-    classes: BTreeMap<String, Class>,
+    classes: Classes,
     events: BTreeMap<EventId, Event>,
     pending: VecDeque<EventId>,
     finishable: BTreeSet<EventId>,
@@ -489,10 +638,11 @@ pub struct Engine {
     next_generation: u64,
     pids: BTreeMap<Pid, (InstanceKey, ProcessKind)>,
     timers: BTreeSet<(Time, InstanceKey, Timer)>,
-    /// Event name → classes whose `start on` or instances' `stop on`
-    /// mention it, with a count of mentions. Derived: rebuilt on restore.
+    /// Event name (or name and first value, see [`index_key`]) → classes
+    /// whose `start on` or instances' `stop on` mention it, with a count of
+    /// mentions. Derived: rebuilt on restore.
     #[serde(skip)]
-    index: HashMap<String, Mentions>,
+    index: Index,
     #[serde(skip)]
     out: Vec<Effect>,
 }
@@ -522,7 +672,7 @@ impl Engine {
             config,
             now: 0,
             respawn_enabled: true,
-            classes: BTreeMap::new(),
+            classes: Classes::default(),
             events: BTreeMap::new(),
             pending: VecDeque::new(),
             finishable: BTreeSet::new(),
@@ -530,7 +680,7 @@ impl Engine {
             next_generation: 1,
             pids: BTreeMap::new(),
             timers: BTreeSet::new(),
-            index: HashMap::new(),
+            index: Index::default(),
             out: Vec::new(),
         }
     }
@@ -539,7 +689,7 @@ impl Engine {
     pub fn restored(mut self) -> Engine {
         self.index.clear();
         let mut mentions = Vec::new();
-        for (name, class) in &self.classes {
+        for (name, class) in &self.classes.0 {
             if let Some(t) = &class.start_on {
                 mentions.extend(t.index_keys().map(|e| (e, name.clone())));
             }
@@ -578,7 +728,7 @@ impl Engine {
     }
 
     /// The job classes.
-    pub fn classes(&self) -> &BTreeMap<String, Class> {
+    pub fn classes(&self) -> &Classes {
         &self.classes
     }
 
@@ -586,11 +736,7 @@ impl Engine {
     pub fn instance_keys(&self) -> Vec<InstanceKey> {
         self.classes
             .iter()
-            .flat_map(|(job, c)| {
-                c.instances
-                    .keys()
-                    .map(move |i| InstanceKey::new(job.clone(), i.clone()))
-            })
+            .flat_map(|(job, c)| c.instances.keys().map(move |i| InstanceKey::new(job, i.clone())))
             .collect()
     }
 
@@ -687,20 +833,21 @@ impl Engine {
 
     fn index_tree(&mut self, class: &str, tree: Option<&OperatorTree>, add: bool) {
         let Some(tree) = tree else { return };
+        let name = self.classes.name(class).unwrap_or_else(|| class.into());
         for key in tree.index_keys() {
             if add {
-                self.index.entry(key).or_default().add(class);
+                self.index.entry(key).or_default().add(&name);
             } else if let Some(classes) = self.index.get_mut(&key) {
                 classes.remove(class);
-                if classes.0.is_empty() {
+                if classes.is_empty() {
                     self.index.remove(&key);
                 }
             }
         }
     }
 
-    fn load_job(&mut self, name: String, conf: Arc<JobConf>) {
-        let tree = conf.start_on.as_ref().map(OperatorTree::new);
+    fn load_job(&mut self, name: Arc<str>, conf: Arc<JobConf>) {
+        let tree = conf.start_on().map(OperatorTree::new);
         let generation = self.next_generation;
         self.next_generation += 1;
         let (changed, old_tree) = match self.classes.get_mut(&name) {
@@ -711,7 +858,7 @@ impl Engine {
                 (true, std::mem::replace(&mut class.start_on, tree.clone()))
             }
             None => {
-                self.classes.insert(
+                self.classes.0.insert(
                     name.clone(),
                     Class {
                         conf,
@@ -721,7 +868,7 @@ impl Engine {
                         removed: false,
                     },
                 );
-                self.signal(BusSignal::JobAdded(name.clone()));
+                self.signal(BusSignal::JobAdded(name.to_string()));
                 (false, None)
             }
         };
@@ -761,7 +908,7 @@ impl Engine {
             && class.removed
             && class.instances.is_empty()
         {
-            self.classes.remove(name);
+            self.classes.0.remove(name);
             self.signal(BusSignal::JobRemoved(name.to_string()));
         }
     }
@@ -770,7 +917,7 @@ impl Engine {
     /// stanzas (`KEY` alone copies init's own value, or removes `KEY`).
     fn class_environment(&self, conf: &JobConf) -> Vec<String> {
         let mut env = self.config.global_env.clone();
-        for entry in &conf.env {
+        for entry in conf.env() {
             if entry.contains('=') {
                 env_set(&mut env, entry);
             } else if let Some(v) = env_get(&self.config.process_env, entry) {
@@ -821,11 +968,11 @@ impl Engine {
         for a in args {
             env_set(&mut env, a);
         }
-        match expand(&class.conf.instance, &env) {
+        match expand(class.conf.instance(), &env) {
             Ok(name) => Ok((name, env)),
             Err(e) => {
                 let mut msg = e.to_string();
-                if let Some(usage) = &class.conf.usage {
+                if let Some(usage) = class.conf.usage() {
                     msg.push_str(&format!("\nUsage: {usage}"));
                 }
                 Err(EngineError::new(ErrorKind::InvalidArgs, msg))
@@ -959,7 +1106,7 @@ impl Engine {
         let inst = self.instance(key).ok_or_else(|| Self::unknown_instance(key))?;
         match inst.pid(ProcessKind::Main) {
             Some(pid) => {
-                let signal = inst.conf.reload_signal;
+                let signal = inst.conf.reload_signal();
                 self.out.push(Effect::Kill {
                     key: key.clone(),
                     process: ProcessKind::Main,
@@ -991,13 +1138,17 @@ impl Engine {
     /// The instance, which callers have checked exists. A missing one gets
     /// a detached dummy, so a logic slip can never panic PID 1.
     fn inst_mut(&mut self, key: &InstanceKey) -> &mut Instance {
-        let class = self.classes.entry(key.job.clone()).or_insert_with(|| Class {
-            conf: Arc::new(JobConf::default()),
-            generation: 0,
-            start_on: None,
-            instances: BTreeMap::new(),
-            removed: true,
-        });
+        let class = self
+            .classes
+            .0
+            .entry(key.job.as_str().into())
+            .or_insert_with(|| Class {
+                conf: Arc::new(JobConf::default()),
+                generation: 0,
+                start_on: None,
+                instances: BTreeMap::new(),
+                removed: true,
+            });
         let conf = class.conf.clone();
         class
             .instances
@@ -1010,7 +1161,7 @@ impl Engine {
             return;
         };
         let mut inst = Instance::new(class.conf.clone(), class.generation);
-        inst.stop_on = class.conf.stop_on.as_ref().map(OperatorTree::new);
+        inst.stop_on = class.conf.stop_on().map(OperatorTree::new);
         let tree = inst.stop_on.clone();
         class.instances.insert(key.instance.clone(), inst);
         self.index_tree(&key.job, tree.as_ref(), true);
@@ -1161,7 +1312,7 @@ impl Engine {
         inst.exit_status = 0;
         if changed {
             let old = inst.stop_on.take();
-            inst.stop_on = current.stop_on.as_ref().map(OperatorTree::new);
+            inst.stop_on = current.stop_on().map(OperatorTree::new);
             let new = inst.stop_on.clone();
             if let Some(mut old) = old {
                 self.index_tree(&key.job, Some(&old), false);
@@ -1182,7 +1333,7 @@ impl Engine {
             self.job_finished(key, false);
         } else {
             self.emit_job_event(key, "started", false);
-            if !self.instance(key).is_some_and(|i| i.conf.task) {
+            if !self.instance(key).is_some_and(|i| i.conf.task()) {
                 self.job_finished(key, false);
             }
         }
@@ -1196,7 +1347,7 @@ impl Engine {
         };
         match inst.slots[0] {
             Slot::Alive(pid) => {
-                let (signal, timeout) = (inst.conf.kill_signal, inst.conf.kill_timeout);
+                let (signal, timeout) = (inst.conf.kill_signal(), inst.conf.kill_timeout());
                 self.out.push(Effect::Kill {
                     key: key.clone(),
                     process: ProcessKind::Main,
@@ -1246,7 +1397,7 @@ impl Engine {
         let Some(inst) = self.instance(key) else {
             return false;
         };
-        if inst.conf.process.get(kind).is_none() {
+        if inst.conf.process(kind).is_none() {
             return true;
         }
         self.spawn(key, kind);
@@ -1278,9 +1429,10 @@ impl Engine {
         let env = self.process_environment(key, inst, kind);
         let conf = inst.conf.clone();
         let bound = if kind == ProcessKind::Main {
-            (conf.expect != Expect::None).then(|| conf.expect_timeout.unwrap_or(self.config.expect_timeout))
+            (conf.expect() != Expect::None)
+                .then(|| conf.expect_timeout().unwrap_or(self.config.expect_timeout))
         } else {
-            Some(conf.process_timeout.unwrap_or(self.config.process_timeout))
+            Some(conf.process_timeout().unwrap_or(self.config.process_timeout))
         };
         self.inst_mut(key).slots[slot_index(kind)] = Slot::Spawning;
         if let Some(Bound::Seconds(s)) = bound {
@@ -1299,7 +1451,7 @@ impl Engine {
         if inst.slots[slot_index(kind)] != Slot::Spawning {
             return;
         }
-        let (state, expect) = (inst.state, inst.conf.expect);
+        let (state, expect) = (inst.state, inst.conf.expect());
         self.inst_mut(key).slots[slot_index(kind)] = Slot::Alive(pid);
         self.pids.insert(pid, (key.clone(), kind));
         self.log(
@@ -1438,10 +1590,10 @@ impl Engine {
         let conf = inst.conf.clone();
         let wants_start = inst.goal != Goal::Stop;
         let packed = status.packed();
-        let abnormal = status != ExitStatus::Exited(0) || (conf.respawn && !conf.task);
-        let normal = conf.normal_exit.iter().any(|n| n.packed() == i64::from(packed));
+        let abnormal = status != ExitStatus::Exited(0) || (conf.respawn() && !conf.task());
+        let normal = conf.normal_exit().any(|n| n.packed() == i64::from(packed));
         if wants_start && abnormal && !normal {
-            if conf.respawn && self.respawn_enabled {
+            if conf.respawn() && self.respawn_enabled {
                 if self.runaway(key) {
                     self.log(
                         LogLevel::Warn,
@@ -1479,7 +1631,7 @@ impl Engine {
     fn runaway(&mut self, key: &InstanceKey) -> bool {
         let now = self.now;
         let inst = self.inst_mut(key);
-        let limit = inst.conf.respawn_limit;
+        let limit = inst.conf.respawn_limit();
         if limit.is_unlimited() {
             return false;
         }
@@ -1603,7 +1755,7 @@ impl Engine {
         match timer {
             Timer::Kill => {
                 if let (State::Killed, Some(pid)) = (inst.state, inst.pid(ProcessKind::Main)) {
-                    let secs = inst.conf.kill_timeout;
+                    let secs = inst.conf.kill_timeout();
                     self.log(
                         LogLevel::Warn,
                         format!(
@@ -1624,7 +1776,7 @@ impl Engine {
                 if inst.state != State::Spawned {
                     return;
                 }
-                let expect = inst.conf.expect.name();
+                let expect = inst.conf.expect().name();
                 let pid = inst
                     .pid(ProcessKind::Main)
                     .map_or("?".to_string(), |p| p.to_string());
@@ -1735,7 +1887,7 @@ impl Engine {
                     }
                 }
             }
-            for var in &inst.conf.export {
+            for var in inst.conf.export() {
                 if let Some(v) = env_get(&inst.env, var) {
                     env.push(format!("{var}={v}"));
                 }
@@ -1798,19 +1950,19 @@ impl Engine {
         ev.progress = Progress::Handling;
         // Classes with a match on the name alone, and those whose match also
         // names the event's first value (`started foo` for `JOB=foo`).
-        let plain = self.index.get(&ev.name);
+        let plain = self.index.get(&index_key(&ev.name, None));
         let first = ev
             .env
             .first()
             .map(|e| e.split_once('=').map_or(e.as_str(), |(_, v)| v));
-        let refined = first.and_then(|v| self.index.get(&operator::index_key(&ev.name, Some(v))));
+        let refined = first.and_then(|v| self.index.get(&index_key(&ev.name, Some(v))));
         if plain.is_none() && refined.is_none() {
             return;
         }
-        let mut classes: Vec<String> = plain
+        let mut classes: Vec<Arc<str>> = plain
             .into_iter()
             .chain(refined)
-            .flat_map(|m| m.0.iter().map(|(c, _)| c.clone()))
+            .flat_map(|m| m.classes().cloned())
             .collect();
         classes.sort();
         classes.dedup();
@@ -1891,7 +2043,7 @@ impl Engine {
         for e in &start_args {
             env_set(&mut start_env, e);
         }
-        match expand(&conf.instance, &start_env) {
+        match expand(conf.instance(), &start_env) {
             Err(e) => self.log(LogLevel::Warn, format!("Failed to obtain {job} instance: {e}")),
             Ok(inst_name) => {
                 let key = InstanceKey::new(job, inst_name);

@@ -3,74 +3,130 @@
 //! satisfied it, and holds a reference on that event until the tree is
 //! reset, which is how partial `and` matches keep an event in `handling`.
 //!
-//! The tree is stored flat, children before parents, so updating values is
-//! a loop; walks that need the shape recurse at most [`MAX_EXPR_DEPTH`]
-//! deep, which the parser guarantees.
+//! The expression itself is the job's [`PackedExpr`], shared: a tree only
+//! adds the events its matches hold, and nothing at all while none holds
+//! one, which is the state of almost every job most of the time. The packed
+//! nodes come in post-order, so values are computed in one pass with a
+//! stack as deep as the expression ([`MAX_EXPR_DEPTH`] at most, which the
+//! parser guarantees).
 //!
 //! [`MAX_EXPR_DEPTH`]: jobconf_parser::MAX_EXPR_DEPTH
 
+use std::hash::{DefaultHasher, Hash, Hasher};
+
 use jobconf_parser::expand::{Lookup, expand};
 use jobconf_parser::glob::glob_match;
-use jobconf_parser::{EventExpr, MatchArg};
+use jobconf_parser::{ArgRef, PackedExpr, PackedNode};
 use serde::{Deserialize, Serialize};
 
 use super::event::EventId;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-enum Node {
-    Match {
-        name: String,
-        args: Vec<MatchArg>,
-        event: Option<EventId>,
-    },
-    And(usize, usize),
-    Or(usize, usize),
-}
-
 /// An expression with its matching state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OperatorTree {
-    nodes: Vec<Node>,
-    values: Vec<bool>,
+    expr: PackedExpr,
+    /// The event each match holds, matches left to right; empty while no
+    /// match holds one.
+    #[serde(default, skip_serializing_if = "<[_]>::is_empty")]
+    held: Box<[Option<EventId>]>,
+}
+
+/// A stack of values as deep as an expression, without allocating for
+/// any a parser accepts (deeper ones, only built by hand, spill to the
+/// heap).
+struct ValueStack {
+    bits: [u64; 5],
+    len: usize,
+    spill: Vec<bool>,
+}
+
+impl ValueStack {
+    fn new() -> ValueStack {
+        ValueStack {
+            bits: [0; 5],
+            len: 0,
+            spill: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, v: bool) {
+        if self.len < 320 {
+            let (w, b) = (self.len / 64, self.len % 64);
+            self.bits[w] = (self.bits[w] & !(1 << b)) | (u64::from(v) << b);
+        } else {
+            self.spill.push(v);
+        }
+        self.len += 1;
+    }
+
+    fn pop(&mut self) -> bool {
+        if self.len == 0 {
+            return false;
+        }
+        self.len -= 1;
+        if self.len < 320 {
+            self.bits[self.len / 64] & (1 << (self.len % 64)) != 0
+        } else {
+            self.spill.pop().unwrap_or(false)
+        }
+    }
 }
 
 impl OperatorTree {
-    pub fn new(expr: &EventExpr) -> OperatorTree {
-        let mut nodes = Vec::new();
-        push(expr, &mut nodes);
-        let values = vec![false; nodes.len()];
-        OperatorTree { nodes, values }
+    /// A tree over `expr` (shared, not copied) with no match holding an
+    /// event.
+    pub fn new(expr: &PackedExpr) -> OperatorTree {
+        OperatorTree {
+            expr: expr.clone(),
+            held: Box::default(),
+        }
     }
 
-    fn root(&self) -> usize {
-        self.nodes.len() - 1
+    /// The expression.
+    pub fn expr(&self) -> &PackedExpr {
+        &self.expr
     }
 
     /// The value of the whole expression.
     pub fn value(&self) -> bool {
-        self.values.last().copied().unwrap_or(false)
+        if self.held.is_empty() {
+            return false;
+        }
+        let mut stack = ValueStack::new();
+        let mut next = 0;
+        for node in self.expr.nodes() {
+            let v = match node {
+                PackedNode::Match(_) => {
+                    next += 1;
+                    self.held.get(next - 1).is_some_and(Option::is_some)
+                }
+                PackedNode::And => stack.pop() & stack.pop(),
+                PackedNode::Or => stack.pop() | stack.pop(),
+            };
+            stack.push(v);
+        }
+        stack.pop()
     }
 
     /// The event names the expression mentions.
     pub fn event_names(&self) -> impl Iterator<Item = &str> {
-        self.nodes.iter().filter_map(|n| match n {
-            Node::Match { name, .. } => Some(name.as_str()),
-            _ => None,
-        })
+        self.expr.matches().map(|m| m.name)
     }
 
     /// The dispatch-index keys of the expression: for each match, its event
     /// name, refined by its first positional argument when that is a
     /// literal (see [`index_key`]), so that `started foo` is only offered
     /// `started` events whose first value is `foo`.
-    pub fn index_keys(&self) -> impl Iterator<Item = String> + '_ {
-        self.nodes.iter().filter_map(|n| match n {
-            Node::Match { name, args, .. } => Some(match args.first() {
-                Some(MatchArg::Positional(p)) if is_literal(p) => index_key(name, Some(p)),
-                _ => index_key(name, None),
-            }),
-            _ => None,
+    pub fn index_keys(&self) -> impl Iterator<Item = IndexKey> + '_ {
+        self.expr.matches().map(|m| match m.first_arg() {
+            Some(ArgRef::Positional(p)) if is_literal(p) => index_key(m.name, Some(p)),
+            _ => index_key(m.name, None),
         })
+    }
+
+    /// The events the matches hold, one entry per reference.
+    pub fn held_events(&self) -> impl Iterator<Item = EventId> + '_ {
+        self.held.iter().flatten().copied()
     }
 
     /// Offers an event to every match that is not yet true
@@ -78,24 +134,16 @@ impl OperatorTree {
     /// caller adds that many blockers to the event.
     pub fn handle<L: Lookup + ?Sized>(&mut self, id: EventId, name: &str, env: &[String], vars: &L) -> u32 {
         let mut taken = 0;
-        for (i, node) in self.nodes.iter_mut().enumerate() {
-            if let Node::Match { name: n, args, event } = node
-                && !self.values[i]
-                && n == name
-                && args_match(args, env, vars)
+        for (i, m) in self.expr.matches().enumerate() {
+            if m.name == name
+                && self.held.get(i).is_none_or(Option::is_none)
+                && args_match(m.args(), env, vars)
             {
-                self.values[i] = true;
-                *event = Some(id);
+                if self.held.is_empty() {
+                    self.held = vec![None; self.expr.matches().count()].into_boxed_slice();
+                }
+                self.held[i] = Some(id);
                 taken += 1;
-            }
-        }
-        if taken > 0 {
-            for i in 0..self.nodes.len() {
-                self.values[i] = match self.nodes[i] {
-                    Node::Match { .. } => self.values[i],
-                    Node::And(l, r) => self.values[l] && self.values[r],
-                    Node::Or(l, r) => self.values[l] || self.values[r],
-                };
             }
         }
         taken
@@ -104,16 +152,7 @@ impl OperatorTree {
     /// Clears every match (`event_operator_reset`) and returns the events
     /// whose references it held, one entry per reference.
     pub fn reset(&mut self) -> Vec<EventId> {
-        let mut released = Vec::new();
-        for node in &mut self.nodes {
-            if let Node::Match { event, .. } = node
-                && let Some(id) = event.take()
-            {
-                released.push(id);
-            }
-        }
-        self.values.iter_mut().for_each(|v| *v = false);
-        released
+        std::mem::take(&mut self.held).iter().flatten().copied().collect()
     }
 
     /// The events that made the expression true, left to right, skipping
@@ -121,54 +160,66 @@ impl OperatorTree {
     /// `event_operator_environment`).
     pub fn true_events(&self) -> Vec<EventId> {
         let mut out = Vec::new();
-        if !self.nodes.is_empty() {
-            self.walk(self.root(), &mut out);
+        if self.held.is_empty() {
+            return out;
+        }
+        // Per node on the stack: its value and where its events start.
+        let mut stack: Vec<(bool, usize)> = Vec::new();
+        let mut next = 0;
+        for node in self.expr.nodes() {
+            let entry = match node {
+                PackedNode::Match(_) => {
+                    let start = out.len();
+                    let held = self.held.get(next).copied().flatten();
+                    next += 1;
+                    out.extend(held);
+                    (held.is_some(), start)
+                }
+                PackedNode::And | PackedNode::Or => {
+                    let (Some((r, _)), Some((l, start))) = (stack.pop(), stack.pop()) else {
+                        break;
+                    };
+                    let v = if node == PackedNode::And { l && r } else { l || r };
+                    if !v {
+                        out.truncate(start);
+                    }
+                    (v, start)
+                }
+            };
+            stack.push(entry);
+        }
+        if !stack.pop().is_some_and(|(v, _)| v) {
+            out.clear();
         }
         out
     }
-
-    fn walk(&self, i: usize, out: &mut Vec<EventId>) {
-        if !self.values[i] {
-            return;
-        }
-        match &self.nodes[i] {
-            Node::Match { event, .. } => out.extend(event.iter().copied()),
-            Node::And(l, r) | Node::Or(l, r) => {
-                self.walk(*l, out);
-                self.walk(*r, out);
-            }
-        }
-    }
 }
 
+/// A key of the engine's dispatch index: a hash of an event name, or of a
+/// name and the literal its first positional argument must equal.
+///
+/// Two keys can collide, which only offers an event to a class that does
+/// not listen to it: its trees compare names and arguments themselves, so
+/// that offer takes nothing. A hash costs no memory per key, and no
+/// allocation per event dispatched.
+pub type IndexKey = u64;
+
 /// The index key of an event name, or of a name and the literal its first
-/// positional argument must equal. NUL separates them: no job file or event
-/// name holds one.
-pub fn index_key(name: &str, first: Option<&str>) -> String {
-    match first {
-        Some(v) => format!("{name}\0{v}"),
-        None => name.to_string(),
+/// positional argument must equal (`str` hashes end with a byte no UTF-8
+/// text holds, so the pair cannot read as another name).
+pub fn index_key(name: &str, first: Option<&str>) -> IndexKey {
+    let mut h = DefaultHasher::new();
+    name.hash(&mut h);
+    if let Some(v) = first {
+        v.hash(&mut h);
     }
+    h.finish()
 }
 
 /// A pattern that matches only itself: no glob characters, no escapes and
 /// nothing to expand.
 fn is_literal(pattern: &str) -> bool {
     !pattern.contains(['*', '?', '[', '\\', '$'])
-}
-
-fn push(expr: &EventExpr, nodes: &mut Vec<Node>) -> usize {
-    let node = match expr {
-        EventExpr::Match(m) => Node::Match {
-            name: m.name.clone(),
-            args: m.args.clone(),
-            event: None,
-        },
-        EventExpr::And(l, r) => Node::And(push(l, nodes), push(r, nodes)),
-        EventExpr::Or(l, r) => Node::Or(push(l, nodes), push(r, nodes)),
-    };
-    nodes.push(node);
-    nodes.len() - 1
 }
 
 /// The value of an `env` entry (`KEY=VALUE` → `VALUE`).
@@ -186,17 +237,21 @@ fn lookup<'a>(env: &'a [String], key: &str) -> Option<&'a str> {
 /// and `KEY!=` against the variable of that name (missing: no match, for
 /// `!=` too). Patterns are `$`-expanded from `vars` first; an expansion
 /// error is no match.
-pub fn args_match<L: Lookup + ?Sized>(args: &[MatchArg], env: &[String], vars: &L) -> bool {
-    args.iter().enumerate().all(|(i, arg)| match arg {
-        MatchArg::Positional(pat) => match (env.get(i), expand(pat, vars)) {
+pub fn args_match<'a, L: Lookup + ?Sized>(
+    args: impl IntoIterator<Item = ArgRef<'a>>,
+    env: &[String],
+    vars: &L,
+) -> bool {
+    args.into_iter().enumerate().all(|(i, arg)| match arg {
+        ArgRef::Positional(pat) => match (env.get(i), expand(pat, vars)) {
             (Some(entry), Ok(p)) => glob_match(&p, entry_value(entry)),
             _ => false,
         },
-        MatchArg::Equals(key, pat) => match (lookup(env, key), expand(pat, vars)) {
+        ArgRef::Equals(key, pat) => match (lookup(env, key), expand(pat, vars)) {
             (Some(v), Ok(p)) => glob_match(&p, v),
             _ => false,
         },
-        MatchArg::NotEquals(key, pat) => match (lookup(env, key), expand(pat, vars)) {
+        ArgRef::NotEquals(key, pat) => match (lookup(env, key), expand(pat, vars)) {
             (Some(v), Ok(p)) => !glob_match(&p, v),
             _ => false,
         },
@@ -216,7 +271,7 @@ mod tests {
 
     fn tree(expr: &str) -> OperatorTree {
         let job = parse_job(format!("start on {expr}\n").as_bytes()).unwrap();
-        OperatorTree::new(&job.start_on.unwrap())
+        OperatorTree::new(job.start_on().unwrap())
     }
 
     /// Whether a one-event expression matches the event.

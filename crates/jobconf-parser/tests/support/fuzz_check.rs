@@ -44,7 +44,7 @@ pub fn check_job(job: &JobConf) {
     };
     assert_eq!(&back, job, "serde_json round trip changed the job");
 
-    for e in [&job.start_on, &job.stop_on].into_iter().flatten() {
+    for e in [job.start_on(), job.stop_on()].into_iter().flatten() {
         let _ = e.to_string();
     }
 }
