@@ -285,8 +285,12 @@ impl Daemon {
         }
         // Loading freed the files' text, parse buffers and the list of
         // changes between what it keeps: give those pages back.
+        // (glibc only: musl's allocator returns freed pages by itself.)
         // SAFETY: malloc_trim only releases free memory of the allocator.
-        unsafe { libc::malloc_trim(0) };
+        #[cfg(target_env = "gnu")]
+        unsafe {
+            libc::malloc_trim(0)
+        };
         if self.opts.system.is_some() {
             self.use_system_bus();
         }
