@@ -15,8 +15,11 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Failure, Result};
 
-/// How many entries of one kind are kept.
+/// How many entries of one kind are kept…
 const KEEP: usize = 4;
+/// …unless they were used this recently (another run may be about to
+/// read them).
+const RECENT: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Builds a cache key from named inputs, in order. Every field is framed
 /// with its name and length, so no two different input lists hash alike by
@@ -150,7 +153,7 @@ impl Cache {
     }
 
     /// Removes all but the [`KEEP`] most recently used entries of `kind`
-    /// (never `current`).
+    /// (never `current`, nor one used within [`RECENT`]).
     fn prune(&self, kind: &str, current: &str) {
         let Ok(read) = fs::read_dir(self.root.join(kind)) else {
             return;
@@ -166,8 +169,11 @@ impl Cache {
             .collect();
         entries.sort();
         let excess = (entries.len() + 1).saturating_sub(KEEP);
-        for (_, path) in entries.into_iter().take(excess) {
-            let _ = fs::remove_dir_all(path);
+        let now = std::time::SystemTime::now();
+        for (used, path) in entries.into_iter().take(excess) {
+            if now.duration_since(used).is_ok_and(|age| age > RECENT) {
+                let _ = fs::remove_dir_all(path);
+            }
         }
     }
 }
@@ -287,6 +293,21 @@ mod tests {
         assert_eq!(left.len(), KEEP);
         assert!(left.contains(&format!("k{}", KEEP + 2)), "{left:?}");
         assert!(!left.contains(&"k0".to_string()), "{left:?}");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn entries_used_recently_are_never_removed() {
+        let dir = scratch("recent");
+        let cache = Cache::new(&dir);
+        for i in 0..KEEP + 2 {
+            cache
+                .get_or_build("thing", &format!("k{i}"), "out", |d| {
+                    fs::write(d.join("out"), "x").map_err(|e| Failure::infra(e.to_string()))
+                })
+                .unwrap();
+        }
+        assert_eq!(fs::read_dir(dir.join("thing")).unwrap().count(), KEEP + 2);
         fs::remove_dir_all(dir).unwrap();
     }
 }

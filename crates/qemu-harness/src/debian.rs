@@ -6,10 +6,12 @@
 //! keys are made of, so a cached kernel or busybox is reused without
 //! downloading anything, and replaced when Debian publishes a new build.
 
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+use crate::cache::{Cache, KeyBuilder};
 use crate::error::{Failure, Result};
 use crate::exec;
 
@@ -78,10 +80,60 @@ pub fn dependency_with_prefix(depends: &str, prefix: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-/// The candidate of `name`. When apt knows no such package (a fresh
-/// machine whose lists were never fetched), runs `apt-get update` once and
-/// asks again.
-pub fn candidate(name: &str, deadline: Instant) -> Result<Package> {
+/// The candidate of `name`, remembered in the cache for as long as apt's
+/// lists and configuration stay the same (asking apt takes a second).
+pub fn candidate(name: &str, cache: &Cache, deadline: Instant) -> Result<Package> {
+    let mut key = KeyBuilder::new("apt-show", 1);
+    key.field("package", name.as_bytes());
+    key.field("apt-state", apt_state().as_bytes());
+    let key = key.finish();
+    if let Some(p) = fs::read_to_string(cache.path("apt", &key, "show"))
+        .ok()
+        .and_then(|t| parse_show(&t))
+    {
+        return Ok(p);
+    }
+    let package = ask_apt(name, deadline)?;
+    let text = format!(
+        "Package: {}\nVersion: {}\nSHA256: {}\nDepends: {}\n",
+        package.name, package.version, package.sha256, package.depends
+    );
+    // A cache that cannot be written only costs the next run a second.
+    let _ = cache.get_or_build("apt", &key, "show", |dir| {
+        fs::write(dir.join("show"), text).map_err(|e| Failure::infra(e.to_string()))
+    });
+    Ok(package)
+}
+
+/// What apt's answers depend on: the names, sizes and times of the
+/// package lists, apt's configuration and dpkg's status.
+fn apt_state() -> String {
+    let mut files = Vec::new();
+    let mut stack: Vec<PathBuf> = ["/var/lib/apt/lists", "/etc/apt", "/var/lib/dpkg/status"]
+        .map(PathBuf::from)
+        .into();
+    while let Some(p) = stack.pop() {
+        let Ok(meta) = fs::metadata(&p) else { continue };
+        if meta.is_dir() {
+            if let Ok(read) = fs::read_dir(&p) {
+                stack.extend(read.flatten().map(|e| e.path()));
+            }
+        } else {
+            let mtime = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+            files.push(format!("{} {} {:?}", p.display(), meta.len(), mtime));
+        }
+    }
+    files.sort();
+    files.join("\n")
+}
+
+/// Asks `apt-cache` for the candidate of `name`. When apt knows no such
+/// package (a fresh machine whose lists were never fetched), runs
+/// `apt-get update` once and asks again.
+fn ask_apt(name: &str, deadline: Instant) -> Result<Package> {
     let show = |deadline| {
         let out = exec::run(
             Command::new("apt-cache").args(["show", "--no-all-versions", name]),

@@ -50,6 +50,7 @@ pub fn deploy(lab: &Lab, spec: &Deploy, level: &Level, deadline: Instant) -> Res
         static_build::build(
             lab.workspace,
             spec.target,
+            spec.rustup_timeout,
             &spec.profile,
             &spec.binaries,
             &build_log,
@@ -137,7 +138,7 @@ fn step<T>(level: &Level, name: &str, r: Result<T>) -> Result<T> {
 
 /// The busybox binary (from the cache or its package) and its applets.
 fn busybox(lab: &Lab, spec: &Busybox, level: &Level, deadline: Instant) -> Result<(PathBuf, Vec<String>)> {
-    let package = debian::candidate(&spec.package, deadline)?;
+    let package = debian::candidate(&spec.package, lab.cache, deadline)?;
     let mut key = KeyBuilder::new("busybox", 1);
     key.field("deb-sha256", package.sha256.as_bytes());
     let (path, outcome) = lab

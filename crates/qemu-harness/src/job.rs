@@ -73,6 +73,8 @@ pub struct Limits {
 pub struct Deploy {
     pub limits: Limits,
     pub target: Target,
+    /// How long `rustup target add` may try before `auto` gives up on musl.
+    pub rustup_timeout: Duration,
     pub profile: String,
     /// Strip the binaries' symbols and debug information in the image.
     pub strip: bool,
@@ -221,6 +223,7 @@ struct RawDeploy {
     timeout: Option<u64>,
     retries: Option<u32>,
     target: Target,
+    rustup_timeout: u64,
     profile: String,
     strip: bool,
     binary: Option<Vec<Binary>>,
@@ -368,6 +371,7 @@ pub fn parse(text: &str, path: &Path, workspace: &Path) -> Result<Job> {
     let deploy = Deploy {
         limits: limits(rd.timeout, rd.retries),
         target: rd.target,
+        rustup_timeout: Duration::from_secs(rd.rustup_timeout),
         profile: rd.profile,
         strip: rd.strip,
         binaries: rd.binary.unwrap_or_default(),
@@ -492,6 +496,7 @@ status = 0
 [deploy]
 timeout = 600
 target = "auto"
+rustup_timeout = 60
 profile = "release"
 strip = true
 dirs = ["/proc", "/sys"]
@@ -619,7 +624,7 @@ exit_status = 0
     fn a_missing_scalar_is_an_error_naming_it() {
         let msg = job_error(&FULL.replace("memory = \"256M\"\n", ""));
         assert!(
-            msg.starts_with("jobs/t.toml:22:1: missing field `memory`"),
+            msg.starts_with("jobs/t.toml:23:1: missing field `memory`"),
             "{msg}"
         );
     }
@@ -628,7 +633,7 @@ exit_status = 0
     fn unknown_keys_are_errors_at_their_line_and_column() {
         let msg = job_error(&FULL.replace("smp = 1\n", "smp = 1\n  cores = 2\n"));
         assert!(
-            msg.starts_with("jobs/t.toml:29:3: unknown field `cores`"),
+            msg.starts_with("jobs/t.toml:30:3: unknown field `cores`"),
             "{msg}"
         );
         assert!(msg.contains("\n      cores = 2\n      ^"), "{msg}");
@@ -638,7 +643,7 @@ exit_status = 0
     fn a_wrong_type_is_an_error_at_the_value() {
         let msg = job_error(&FULL.replace("kvm_probe_timeout = 5", "kvm_probe_timeout = \"5s\""));
         assert!(
-            msg.starts_with("jobs/t.toml:24:21: invalid type: string \"5s\", expected u64"),
+            msg.starts_with("jobs/t.toml:25:21: invalid type: string \"5s\", expected u64"),
             "{msg}"
         );
     }
@@ -647,7 +652,7 @@ exit_status = 0
     fn an_unknown_accelerator_is_an_error() {
         let msg = job_error(&FULL.replace("accel = \"auto\"", "accel = \"xen\""));
         assert!(
-            msg.starts_with("jobs/t.toml:23:9: unknown variant `xen`"),
+            msg.starts_with("jobs/t.toml:24:9: unknown variant `xen`"),
             "{msg}"
         );
     }
@@ -655,25 +660,25 @@ exit_status = 0
     #[test]
     fn toml_syntax_errors_have_a_place() {
         let msg = job_error(&FULL.replace("smp = 1", "smp = = 1"));
-        assert!(msg.starts_with("jobs/t.toml:28:7: extra"), "{msg}");
+        assert!(msg.starts_with("jobs/t.toml:29:7: extra"), "{msg}");
     }
 
     #[test]
     fn a_bad_pattern_is_an_error_at_the_pattern() {
         let msg = job_error(&FULL.replace("expect = [\"tty\"]", "expect = [\"ok\", \"(tty\"]"));
-        assert!(msg.starts_with("jobs/t.toml:38:17: bad pattern:"), "{msg}");
+        assert!(msg.starts_with("jobs/t.toml:39:17: bad pattern:"), "{msg}");
     }
 
     #[test]
     fn a_test_needs_exactly_one_of_run_and_send() {
         let msg = job_error(&FULL.replace("send = \"exit\"", "send = \"exit\"\nrun = \"true\""));
         assert!(
-            msg.starts_with("jobs/t.toml:45:8: a test has either `run` or `send`"),
+            msg.starts_with("jobs/t.toml:46:8: a test has either `run` or `send`"),
             "{msg}"
         );
         let msg = job_error(&FULL.replace("run = \"initctl list\"\n", ""));
         assert!(
-            msg.starts_with("jobs/t.toml:35:1: a test needs `run` or `send`"),
+            msg.starts_with("jobs/t.toml:36:1: a test needs `run` or `send`"),
             "{msg}"
         );
     }
@@ -682,7 +687,7 @@ exit_status = 0
     fn run_is_a_single_line() {
         let msg = job_error(&FULL.replace("run = \"initctl list\"", "run = \"\"\"true\nfalse\"\"\""));
         assert!(
-            msg.starts_with("jobs/t.toml:37:7: `run` is one command line"),
+            msg.starts_with("jobs/t.toml:38:7: `run` is one command line"),
             "{msg}"
         );
     }
@@ -691,18 +696,18 @@ exit_status = 0
     fn guest_paths_must_be_absolute() {
         let msg = job_error(&FULL.replace("dirs = [\"/proc\", \"/sys\"]", "dirs = [\"/proc\", \"sys\"]"));
         assert!(
-            msg.starts_with("jobs/t.toml:14:18: a guest path must be absolute"),
+            msg.starts_with("jobs/t.toml:15:18: a guest path must be absolute"),
             "{msg}"
         );
         let msg = job_error(&FULL.replace("path = \"/sbin/start\"", "path = \"start\""));
-        assert!(msg.starts_with("jobs/t.toml:18:"), "{msg}");
+        assert!(msg.starts_with("jobs/t.toml:19:"), "{msg}");
     }
 
     #[test]
     fn copies_from_missing_host_files_are_errors() {
         let msg = job_error(&FULL.replace("from = \"Cargo.toml\"", "from = \"no/such/file\""));
         assert!(
-            msg.starts_with("jobs/t.toml:17:18: no such file or directory:"),
+            msg.starts_with("jobs/t.toml:18:18: no such file or directory:"),
             "{msg}"
         );
     }

@@ -95,10 +95,10 @@ pub fn extract_vmlinux(image: &[u8], deadline: Instant) -> Result<Vec<u8>> {
 /// The unpacked `vmlinux` of the kernel `metapackage` depends on, from the
 /// cache or downloaded now; also says which kernel package it is.
 pub fn vmlinux(cache: &Cache, metapackage: &str, deadline: Instant) -> Result<(PathBuf, Outcome, String)> {
-    let meta = debian::candidate(metapackage, deadline)?;
+    let meta = debian::candidate(metapackage, cache, deadline)?;
     let name = debian::dependency_with_prefix(&meta.depends, "linux-image-")
         .ok_or_else(|| Failure::infra(format!("{metapackage} depends on no linux-image-* package")))?;
-    let package = debian::candidate(&name, deadline)?;
+    let package = debian::candidate(&name, cache, deadline)?;
     let mut key = KeyBuilder::new("kernel", 1);
     key.field("deb-sha256", package.sha256.as_bytes());
     let label = format!("{} {}", package.name, package.version);

@@ -110,12 +110,16 @@ pub fn cargo_args(triple: &Triple, profile: &str, binaries: &[Binary]) -> Vec<St
 pub fn build(
     workspace: &Path,
     target: Target,
+    rustup_timeout: std::time::Duration,
     profile: &str,
     binaries: &[Binary],
     log: &Path,
     deadline: Instant,
 ) -> Result<(Triple, Vec<PathBuf>)> {
-    let triple = choose(target, musl_installed(deadline), || add_musl(deadline))?;
+    let rustup_deadline = deadline.min(Instant::now() + rustup_timeout);
+    let triple = choose(target, musl_installed(rustup_deadline), || {
+        add_musl(rustup_deadline)
+    })?;
     if binaries.is_empty() {
         return Ok((triple, Vec::new()));
     }
