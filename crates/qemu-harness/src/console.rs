@@ -161,9 +161,19 @@ pub fn framed_command(command: &str, n: u32) -> String {
     format!("echo @@UPSHOT''-B-{n}@@; {command}; echo @@UPSHOT''-E-{n}:$?@@")
 }
 
-/// A framed command's output (without the markers' lines) and exit
-/// status, once both markers are in `text` after `from`.
-pub fn framed_result(text: &str, from: usize, n: u32) -> Option<(String, i32)> {
+/// What a framed command printed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Framed {
+    /// Its output, without the markers' lines.
+    pub output: String,
+    pub status: i32,
+    /// The offset just past the end marker in the console text.
+    pub end: usize,
+}
+
+/// A framed command's result, once both markers are in `text` after
+/// `from`.
+pub fn framed_result(text: &str, from: usize, n: u32) -> Option<Framed> {
     let rest = text.get(from..)?;
     let begin = format!("@@UPSHOT-B-{n}@@\n");
     let start = rest.find(&begin)? + begin.len();
@@ -172,7 +182,11 @@ pub fn framed_result(text: &str, from: usize, n: u32) -> Option<(String, i32)> {
     let after = &rest[end + end_marker.len()..];
     let close = after.find("@@")?;
     let status = after[..close].parse().ok()?;
-    Some((rest[start..end].to_string(), status))
+    Some(Framed {
+        output: rest[start..end].to_string(),
+        status,
+        end: from + end + end_marker.len() + close + 2,
+    })
 }
 
 #[cfg(test)]
@@ -250,10 +264,12 @@ mod tests {
             "upshot# {line}\n@@UPSHOT-B-7@@\ntty start/running, process 93\n@@UPSHOT-E-7:0@@\nupshot# "
         );
         assert!(!line.contains("@@UPSHOT-B-7@@"));
+        let r = framed_result(&text, 0, 7).unwrap();
         assert_eq!(
-            framed_result(&text, 0, 7),
-            Some(("tty start/running, process 93\n".into(), 0))
+            (r.output.as_str(), r.status),
+            ("tty start/running, process 93\n", 0)
         );
+        assert_eq!(&text[r.end..], "\nupshot# ");
         assert_eq!(framed_result(&text, 0, 8), None);
     }
 
@@ -262,10 +278,15 @@ mod tests {
         let partial = "@@UPSHOT-B-2@@\nsome output\n";
         assert_eq!(framed_result(partial, 0, 2), None);
         let done = format!("{partial}@@UPSHOT-E-2:127@@\n");
-        assert_eq!(framed_result(&done, 0, 2), Some(("some output\n".into(), 127)));
+        let r = framed_result(&done, 0, 2).unwrap();
+        assert_eq!(
+            (r.output.as_str(), r.status, r.end),
+            ("some output\n", 127, done.len() - 1)
+        );
         // Interleaved kernel messages stay in the output; empty output is "".
         let text = "@@UPSHOT-B-3@@\n@@UPSHOT-E-3:1@@\n";
-        assert_eq!(framed_result(text, 0, 3), Some((String::new(), 1)));
+        let r = framed_result(text, 0, 3).unwrap();
+        assert_eq!((r.output.as_str(), r.status), ("", 1));
         // A cursor past the command ignores it.
         assert_eq!(framed_result(text, 5, 3), None);
     }

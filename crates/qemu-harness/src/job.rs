@@ -157,6 +157,9 @@ pub struct Boot {
     pub args: Vec<String>,
     /// Console patterns to wait for, in order.
     pub expect: Vec<Regex>,
+    /// The shell's prompt: after a command's output the harness waits for
+    /// it, so that what is typed next reaches a shell that reads.
+    pub prompt: Regex,
 }
 
 /// What a test does at the console.
@@ -259,6 +262,7 @@ struct RawBoot {
     append: String,
     args: Option<Vec<String>>,
     expect: Option<Vec<Spanned<String>>>,
+    prompt: Spanned<String>,
 }
 
 #[derive(Deserialize)]
@@ -397,6 +401,7 @@ pub fn parse(text: &str, path: &Path, workspace: &Path) -> Result<Job> {
         append: rb.append,
         args: rb.args.unwrap_or_default(),
         expect: regexes(rb.expect)?,
+        prompt: regexes(Some(vec![rb.prompt]))?.remove(0),
     };
 
     let mut tests = Vec::new();
@@ -519,6 +524,7 @@ cpu_kvm = "host"
 append = "console=ttyS0"
 args = ["-net", "none"]
 expect = ["(?m)^# $"]
+prompt = "(?m)^# "
 
 [[test]]
 name = "list"
@@ -666,19 +672,19 @@ exit_status = 0
     #[test]
     fn a_bad_pattern_is_an_error_at_the_pattern() {
         let msg = job_error(&FULL.replace("expect = [\"tty\"]", "expect = [\"ok\", \"(tty\"]"));
-        assert!(msg.starts_with("jobs/t.toml:39:17: bad pattern:"), "{msg}");
+        assert!(msg.starts_with("jobs/t.toml:40:17: bad pattern:"), "{msg}");
     }
 
     #[test]
     fn a_test_needs_exactly_one_of_run_and_send() {
         let msg = job_error(&FULL.replace("send = \"exit\"", "send = \"exit\"\nrun = \"true\""));
         assert!(
-            msg.starts_with("jobs/t.toml:46:8: a test has either `run` or `send`"),
+            msg.starts_with("jobs/t.toml:47:8: a test has either `run` or `send`"),
             "{msg}"
         );
         let msg = job_error(&FULL.replace("run = \"initctl list\"\n", ""));
         assert!(
-            msg.starts_with("jobs/t.toml:36:1: a test needs `run` or `send`"),
+            msg.starts_with("jobs/t.toml:37:1: a test needs `run` or `send`"),
             "{msg}"
         );
     }
@@ -687,7 +693,7 @@ exit_status = 0
     fn run_is_a_single_line() {
         let msg = job_error(&FULL.replace("run = \"initctl list\"", "run = \"\"\"true\nfalse\"\"\""));
         assert!(
-            msg.starts_with("jobs/t.toml:38:7: `run` is one command line"),
+            msg.starts_with("jobs/t.toml:39:7: `run` is one command line"),
             "{msg}"
         );
     }

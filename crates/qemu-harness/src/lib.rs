@@ -34,4 +34,4 @@ pub mod run;
 pub mod static_build;
 
 /// The job `run` and `boot` use when none is named.
-pub const DEFAULT_JOB: &str = "placeholder";
+pub const DEFAULT_JOB: &str = "vm";

@@ -94,6 +94,7 @@ pub fn run(job: &Job, opts: &Options, log: &Log) -> Result<Report> {
     let mut session = Session {
         vm: &mut vm,
         framed: 0,
+        prompt: &job.boot.prompt,
     };
 
     let l3 = Level::root(3);
@@ -355,24 +356,32 @@ fn vm_failure(vm: &mut Vm, e: WaitError, what: &str, timeout: Duration) -> Failu
     }
 }
 
-/// The VM and the count of framed commands typed so far.
+/// The VM, the count of framed commands typed so far, and the shell's
+/// prompt.
 struct Session<'a> {
     vm: &'a mut Vm,
     framed: u32,
+    prompt: &'a Regex,
 }
 
 impl Session<'_> {
     /// Types `command` framed by markers and returns its output and exit
-    /// status.
+    /// status, once the shell has shown its prompt again.
     fn run(&mut self, command: &str, deadline: Instant, timeout: Duration) -> Result<(String, i32)> {
         self.framed += 1;
         let n = self.framed;
         let cursor = self.vm.console.len();
         self.vm.send_line(&console::framed_command(command, n))?;
-        self.vm
+        let framed = self
+            .vm
             .console
             .wait_until(deadline, |text| console::framed_result(text, cursor, n))
-            .map_err(|e| vm_failure(self.vm, e, &format!("running `{command}`"), timeout))
+            .map_err(|e| vm_failure(self.vm, e, &format!("running `{command}`"), timeout))?;
+        self.vm
+            .console
+            .wait_for(framed.end, self.prompt, deadline)
+            .map_err(|e| vm_failure(self.vm, e, &format!("the prompt after `{command}`"), timeout))?;
+        Ok((framed.output, framed.status))
     }
 }
 
@@ -520,23 +529,25 @@ fn finalize(
     Ok(())
 }
 
-/// Copies every file of the guest directories in `spec.collect` to
-/// `run_dir/guest/`; returns how many. A directory that does not exist in
+/// Copies every file of the guest directories in `spec.collect` (not
+/// their subdirectories) to `run_dir/guest/`; returns how many. A directory that does not exist in
 /// the guest is noted in its place, not an error.
 fn collect(session: &mut Session, spec: &Finalize, run_dir: &Path, deadline: Instant) -> Result<usize> {
     let mut copied = 0;
     for dir in &spec.collect {
         let local = run_dir.join("guest").join(dir.trim_start_matches('/'));
         fs::create_dir_all(&local).map_err(|e| Failure::infra(format!("{}: {e}", local.display())))?;
-        let (listing, status) = session.run(&format!("ls -1 {dir}"), deadline, spec.limits.timeout)?;
+        let listing = format!("find '{dir}' -maxdepth 1 -type f");
+        let (listing, status) = session.run(&listing, deadline, spec.limits.timeout)?;
         if status != 0 {
             let _ = fs::write(local.join("NOT-IN-GUEST"), listing);
             continue;
         }
-        for name in listing.lines().filter(|l| !l.is_empty()) {
-            let (content, _) = session.run(&format!("cat '{dir}/{name}'"), deadline, spec.limits.timeout)?;
-            fs::write(local.join(name), content)
-                .map_err(|e| Failure::infra(format!("{}: {e}", local.display())))?;
+        for path in listing.lines().filter(|l| !l.is_empty()) {
+            let name = path.rsplit('/').next().unwrap_or(path);
+            let (content, _) = session.run(&format!("cat '{path}'"), deadline, spec.limits.timeout)?;
+            let file = local.join(name);
+            fs::write(&file, content).map_err(|e| Failure::infra(format!("{}: {e}", file.display())))?;
             copied += 1;
         }
     }
