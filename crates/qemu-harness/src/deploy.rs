@@ -47,15 +47,7 @@ pub fn deploy(lab: &Lab, spec: &Deploy, level: &Level, deadline: Instant) -> Res
     let (triple, built) = step(
         &l1,
         "deploy/build",
-        static_build::build(
-            lab.workspace,
-            spec.target,
-            spec.rustup_timeout,
-            &spec.profile,
-            &spec.binaries,
-            &build_log,
-            deadline,
-        ),
+        static_build::build(lab.workspace, spec, &build_log, lab.cache.root(), deadline),
     )?;
     lab.log.line(
         &l1,

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use crate::error::{Failure, Result};
 use crate::exec;
-use crate::job::{Binary, Target};
+use crate::job::{Binary, Deploy, Target};
 
 pub const MUSL: &str = "x86_64-unknown-linux-musl";
 pub const GNU: &str = "x86_64-unknown-linux-gnu";
@@ -105,20 +105,37 @@ pub fn cargo_args(triple: &Triple, profile: &str, binaries: &[Binary]) -> Vec<St
     args
 }
 
-/// Builds `binaries` static; returns each one's path, in order, and the
-/// triple used. Cargo's output goes to `log`.
+/// Builds the deploy section's binaries static; returns each one's path,
+/// in order, and the triple used. Cargo's output goes to `log`. A failed
+/// `rustup target add` is remembered in `memo_dir` for an hour, so that
+/// a machine that cannot fetch the target does not try at every run.
 pub fn build(
     workspace: &Path,
-    target: Target,
-    rustup_timeout: std::time::Duration,
-    profile: &str,
-    binaries: &[Binary],
+    spec: &Deploy,
     log: &Path,
+    memo_dir: &Path,
     deadline: Instant,
 ) -> Result<(Triple, Vec<PathBuf>)> {
-    let rustup_deadline = deadline.min(Instant::now() + rustup_timeout);
-    let triple = choose(target, musl_installed(rustup_deadline), || {
-        add_musl(rustup_deadline)
+    let (binaries, profile) = (&spec.binaries, spec.profile.as_str());
+    let rustup_deadline = deadline.min(Instant::now() + spec.rustup_timeout);
+    let memo = memo_dir.join("rustup-target-add-failed");
+    let failed_lately = std::fs::metadata(&memo)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| {
+            t.elapsed()
+                .is_ok_and(|age| age < std::time::Duration::from_secs(3600))
+        });
+    let triple = choose(spec.target, musl_installed(rustup_deadline), || {
+        if failed_lately {
+            return Err(Failure::infra(format!(
+                "rustup target add {MUSL} failed within the hour ({})",
+                memo.display()
+            )));
+        }
+        add_musl(rustup_deadline).inspect_err(|f| {
+            let _ = std::fs::create_dir_all(memo_dir);
+            let _ = std::fs::write(&memo, &f.message);
+        })
     })?;
     if binaries.is_empty() {
         return Ok((triple, Vec::new()));

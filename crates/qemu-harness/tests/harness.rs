@@ -70,24 +70,22 @@ fn a_prompt_that_never_comes_fails_at_the_boot_timeout_not_later() {
             "expect = [\"placeholder-init: up on upshot-vm\"",
             "expect = [\"no such line\"",
         )
-        .replace("timeout = 60 ", "timeout = 8 ")
+        .replace("timeout = 60 ", "timeout = 20 ")
         .replace("retries = 1\n", "retries = 0\n");
     let run = run_text(&text);
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(
         run.stderr.contains(
-            "FAILED: test error: action 2.3 boot/qemu: waiting for `no such line`: nothing matched in 8 s"
+            "FAILED: test error: action 2.3 boot/qemu: waiting for `no such line`: nothing matched in 20 s"
         ),
         "{}",
         run.stderr
     );
-    // The console tail comes with it, and the VM was really booting.
-    assert!(
-        run.stderr.contains("placeholder-init: up on upshot-vm"),
-        "{}",
-        run.stderr
-    );
-    assert!(run.elapsed < Duration::from_secs(60), "{:?}", run.elapsed);
+    // The console's last lines come with it.
+    assert!(run.stderr.contains("the console ended with:\n"), "{}", run.stderr);
+    assert!(run.console().contains("Linux version"), "{}", run.console());
+    // One boot attempt of 20 s (and a cached deploy): well under this.
+    assert!(run.elapsed < Duration::from_secs(90), "{:?}", run.elapsed);
 }
 
 #[test]
