@@ -44,11 +44,18 @@ pub fn deploy(lab: &Lab, spec: &Deploy, level: &Level, deadline: Instant) -> Res
     );
     let t = Instant::now();
     let build_log = lab.run_dir.join("build.log");
-    let (triple, built) = step(
+    let (triple, built, fallback) = step(
         &l1,
         "deploy/build",
         static_build::build(lab.workspace, spec, &build_log, lab.cache.root(), deadline),
     )?;
+    if let Some(why) = fallback {
+        lab.log.line(
+            &l1,
+            "deploy/build",
+            &format!("the musl build failed, so glibc it is: {why}"),
+        );
+    }
     lab.log.line(
         &l1,
         "deploy/build",

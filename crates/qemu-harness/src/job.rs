@@ -46,7 +46,8 @@ pub enum Target {
     Musl,
     /// `x86_64-unknown-linux-gnu` with `-C target-feature=+crt-static`.
     GnuStatic,
-    /// musl when rustup has or can add it, else gnu-static.
+    /// musl when rustup has or can add it and the workspace builds for it,
+    /// else gnu-static.
     Auto,
 }
 

@@ -106,7 +106,8 @@ pub fn cargo_args(triple: &Triple, profile: &str, binaries: &[Binary]) -> Vec<St
 }
 
 /// Builds the deploy section's binaries static; returns each one's path,
-/// in order, and the triple used. Cargo's output goes to `log`. A failed
+/// in order, the triple used, and why musl was given up when `auto` fell
+/// back to glibc after a failed musl build. Cargo's output goes to `log`. A failed
 /// `rustup target add` is remembered in `memo_dir` for an hour, so that
 /// a machine that cannot fetch the target does not try at every run.
 pub fn build(
@@ -115,7 +116,7 @@ pub fn build(
     log: &Path,
     memo_dir: &Path,
     deadline: Instant,
-) -> Result<(Triple, Vec<PathBuf>)> {
+) -> Result<(Triple, Vec<PathBuf>, Option<String>)> {
     let (binaries, profile) = (&spec.binaries, spec.profile.as_str());
     let rustup_deadline = deadline.min(Instant::now() + spec.rustup_timeout);
     let memo = memo_dir.join("rustup-target-add-failed");
@@ -138,11 +139,35 @@ pub fn build(
         })
     })?;
     if binaries.is_empty() {
-        return Ok((triple, Vec::new()));
+        return Ok((triple, Vec::new(), None));
     }
+    match cargo_build(workspace, &triple, profile, binaries, log, deadline) {
+        Err(f) if spec.target == Target::Auto && triple.name == MUSL => {
+            // A workspace that does not build for musl (a glibc-only call)
+            // can still be had static with glibc.
+            let gnu = Triple {
+                name: GNU,
+                crt_static_flag: true,
+            };
+            let paths = cargo_build(workspace, &gnu, profile, binaries, log, deadline)?;
+            Ok((gnu, paths, Some(f.message)))
+        }
+        r => r.map(|paths| (triple, paths, None)),
+    }
+}
+
+/// One `cargo build` of `binaries` for `triple`; their paths.
+fn cargo_build(
+    workspace: &Path,
+    triple: &Triple,
+    profile: &str,
+    binaries: &[Binary],
+    log: &Path,
+    deadline: Instant,
+) -> Result<Vec<PathBuf>> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(&cargo);
-    cmd.args(cargo_args(&triple, profile, binaries))
+    cmd.args(cargo_args(triple, profile, binaries))
         .current_dir(workspace);
     if triple.crt_static_flag {
         let flags = std::env::var("RUSTFLAGS").unwrap_or_default();
@@ -169,7 +194,7 @@ pub fn build(
             return Err(Failure::infra(format!("cargo built no {}", p.display())));
         }
     }
-    Ok((triple, paths))
+    Ok(paths)
 }
 
 #[cfg(test)]
