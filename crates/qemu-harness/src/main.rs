@@ -43,13 +43,15 @@ struct Cli {
 enum Cmd {
     /// Run a job: deploy, boot, test, finalize.
     Run {
-        /// A job file, or the name of one in crates/qemu-harness/jobs.
+        /// A job file, or the name of one in crates/qemu-harness/jobs
+        /// (default: vm).
         job: Option<String>,
     },
     /// Deploy and boot a job's VM with its serial console on this
     /// terminal (Ctrl-A X quits).
     Boot {
-        /// A job file, or the name of one in crates/qemu-harness/jobs.
+        /// A job file, or the name of one in crates/qemu-harness/jobs
+        /// (default: vm).
         job: Option<String>,
     },
     /// Check job files and report their errors.
@@ -85,10 +87,11 @@ fn main() -> ExitCode {
             .and_then(|job| run::run(&job, &opts, &log))
             .map(|r| {
                 eprintln!(
-                    "PASSED: job {} ({}, {:.1} s)",
-                    r.run_dir.display(),
+                    "PASSED: job {} ({}, {:.1} s); its logs are in {}",
+                    r.job,
                     r.accel,
-                    log.elapsed()
+                    log.elapsed(),
+                    r.run_dir.display()
                 );
             }),
         Cmd::Boot { job } => load(job.as_deref(), &workspace)

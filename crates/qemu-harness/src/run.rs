@@ -39,6 +39,7 @@ const TAIL: usize = 25;
 /// are since QEMU was started (the last boot attempt).
 #[derive(Debug, Clone, Default)]
 pub struct Report {
+    pub job: String,
     pub run_dir: PathBuf,
     pub accel: String,
     /// When each boot pattern matched (its line was complete).
@@ -71,6 +72,7 @@ pub fn run(job: &Job, opts: &Options, log: &Log) -> Result<Report> {
         run_dir: &run_dir,
     };
     let mut report = Report {
+        job: job.name.clone(),
         run_dir: run_dir.clone(),
         ..Report::default()
     };
