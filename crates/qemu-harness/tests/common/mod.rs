@@ -53,7 +53,10 @@ pub fn run_text(text: &str) -> Run {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join(format!("{name}.toml"));
     std::fs::write(&file, text).unwrap();
-    run_job(file.to_str().unwrap(), &name)
+    let run = run_job(file.to_str().unwrap(), &name);
+    let _ = std::fs::remove_file(&file);
+    let _ = std::fs::remove_dir(&dir); // once the last test's file is gone
+    run
 }
 
 /// Runs `qemu-harness run JOB` (quiet; its log is in the run directory).
