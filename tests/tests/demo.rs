@@ -1,4 +1,4 @@
-//! The README's main command, `scripts/demo`, works as root and as an
+//! The README's VM-less command, `scripts/demo`, works as root and as an
 //! unprivileged user (with the binaries this test run built, instead of
 //! its own release build).
 
