@@ -836,6 +836,22 @@ impl Session {
         fs::read_to_string(self.log_dir().join(file)).ok()
     }
 
+    /// `initctl ARGS` run as root against this session (`UPSTART_SESSION`
+    /// set to its address), with only `PATH` besides.
+    pub fn initctl(&self, args: &[&str]) -> ClientOutput {
+        let address = format!(
+            "unix:abstract=/com/ubuntu/upstart-session/{}/{}",
+            self.account().uid,
+            self.pid()
+        );
+        let mut cmd = Command::new(initctl_binary());
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", PATH)
+            .env("UPSTART_SESSION", address);
+        run_client(&mut cmd)
+    }
+
     /// The files in the log dir, sorted.
     pub fn job_log_files(&self) -> Vec<String> {
         let mut names: Vec<String> = fs::read_dir(self.log_dir())
@@ -1498,4 +1514,19 @@ impl Drop for SystemInit {
         }
         let _ = fs::remove_dir_all(&self.root);
     }
+}
+
+/// The job file `conf/lab/NAME` of the source tree with each `(from, to)`
+/// replaced (each `from` must occur), e.g. the real daemon's path by a
+/// stand-in's.
+pub fn lab_job(name: &str, replace: &[(&str, &str)]) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../conf/lab")
+        .join(name);
+    let mut text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    for (from, to) in replace {
+        assert!(text.contains(from), "{name} does not contain {from:?}");
+        text = text.replace(from, to);
+    }
+    text
 }

@@ -65,3 +65,48 @@ pub fn sleep_forever() -> ! {
         unsafe { libc::pause() };
     }
 }
+
+/// Blocks `signals` (call before starting threads, so they inherit the
+/// mask) and returns the set for [`next_signal`].
+pub fn block_signals(signals: &[i32]) -> libc::sigset_t {
+    // SAFETY: a zeroed sigset_t is valid storage for sigemptyset; the
+    // calls only write to it and to the thread's signal mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &s in signals {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+/// Waits at most `ms` milliseconds for one of the blocked `set`; the
+/// signal, or `None` on time-out.
+pub fn next_signal(set: &libc::sigset_t, ms: u64) -> Option<i32> {
+    let ts = libc::timespec {
+        tv_sec: (ms / 1000) as libc::time_t,
+        tv_nsec: ((ms % 1000) * 1_000_000) as libc::c_long,
+    };
+    // SAFETY: valid pointers to a sigset and a timespec; no siginfo wanted.
+    let sig = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &ts) };
+    (sig > 0).then_some(sig)
+}
+
+/// `uid U`, `euid U`, `gid G`, `egid G`, `groups G,G` lines of the calling
+/// process.
+pub fn credentials_line() -> String {
+    // SAFETY: plain system calls without memory arguments.
+    let (uid, euid, gid, egid) =
+        unsafe { (libc::getuid(), libc::geteuid(), libc::getgid(), libc::getegid()) };
+    let groups: Vec<String> = nix::unistd::getgroups()
+        .unwrap_or_default()
+        .iter()
+        .map(|g| g.as_raw().to_string())
+        .collect();
+    format!(
+        "uid {uid}\neuid {euid}\ngid {gid}\negid {egid}\ngroups {}\n",
+        groups.join(",")
+    )
+}
