@@ -838,6 +838,8 @@ impl Session {
 
     /// `initctl ARGS` run as root against this session (`UPSTART_SESSION`
     /// set to its address), with only `PATH` besides.
+    /// Call [`Session::wait_address`] first: until then the daemon may not
+    /// listen yet.
     pub fn initctl(&self, args: &[&str]) -> ClientOutput {
         let address = format!(
             "unix:abstract=/com/ubuntu/upstart-session/{}/{}",

@@ -131,6 +131,8 @@ fn local_running_mode_and_failure_reports() {
         ),
     );
     s.start(&[]);
+    // initctl once the daemon listens.
+    s.wait_address();
     for name in ["one", "two", "three"] {
         s.initctl(&["start", "participant", &format!("NAME={name}")]).ok();
     }

@@ -38,6 +38,8 @@ fn worker_session(name: &str) -> Session {
         ),
     );
     s.start(&[]);
+    // initctl once the daemon listens.
+    s.wait_address();
     s
 }
 
