@@ -3,7 +3,8 @@
 //! started at boot on `filesystem` and `net-device-up IFACE!=lo`, demoted
 //! to an unprivileged user, tracked through its double fork
 //! (`expect daemon`), kept `start/running` across a `--restart` handover
-//! with a lingering client, and stopped with everything it started.
+//! with a lingering client, stopped with everything it started, and
+//! stopped cleanly by `labd --stop` run by hand (no respawn).
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -137,4 +138,19 @@ fn framework_service_starts_at_boot_and_survives_a_restart_handover() {
     assert!(!lab.join("ave-broker.pid").exists());
     let left: Vec<_> = s.processes().into_iter().filter(|p| p.comm == "labd").collect();
     assert!(left.is_empty(), "nothing of the job is left: {left:?}");
+
+    // `labd --stop` by hand: a clean stop/waiting, no respawn.
+    fs::remove_file(lab.join("labd-1")).unwrap();
+    s.initctl(&["start", "ave-broker"]).ok();
+    let third = s.wait_for_value("the broker to serve again", |_| record(&lab.join("labd-1")));
+    let stop = s.run_inside(
+        &bin_dir().join("labd"),
+        &["--stop", "--config", cfg.to_str().unwrap()],
+    );
+    assert_eq!(stop.ok(), format!("labd: stopped {}\n", third.num("pid")));
+    s.wait_for("stop/waiting", |s| {
+        s.initctl(&["status", "ave-broker"]).ok() == "ave-broker stop/waiting\n"
+    });
+    let log = s.daemon_log();
+    assert!(!log.contains("respawning"), "{log}");
 }
