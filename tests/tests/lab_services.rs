@@ -41,7 +41,13 @@ fn broker(name: &str) -> (SystemInit, PathBuf) {
         "ave-broker",
         &lab_job(
             "ave-broker.conf",
-            &[("/usr/bin/ave-broker --start --force", &exec)],
+            &[
+                ("/usr/bin/ave-broker --start --force", &exec),
+                (
+                    "/var/tmp/ave-broker.pid",
+                    &format!("{}/ave-broker.pid", lab.display()),
+                ),
+            ],
         ),
     );
     s.start(&[]);
@@ -117,6 +123,12 @@ fn framework_service_starts_at_boot_and_survives_a_restart_handover() {
         running_pid(s.initctl(&["status", "ave-broker"]).ok()).filter(|p| *p == pid2)
     });
     let log = s.daemon_log();
+    assert!(
+        log.contains(&format!(
+            "ave-broker: main process ({pid1}) ended; adopting {pid2} from its pid file"
+        )),
+        "{log}"
+    );
     assert!(!log.contains("respawning"), "{log}");
     assert!(
         !log.contains("ave-broker state changed from running to stopping"),

@@ -34,8 +34,8 @@ mod bus;
 use crate::conf::{ConfChange, ConfSources};
 use crate::control::Control;
 use crate::engine::{
-    BusSignal, Effect, Engine, EngineConfig, ExitStatus, Input, InstanceKey, LogLevel, Request, Spawn, State,
-    Time,
+    BusSignal, Effect, Engine, EngineConfig, ExitStatus, Goal, Input, InstanceKey, LogLevel, Request, Spawn,
+    State, Time,
 };
 use crate::joblog::JobLogs;
 use crate::kill;
@@ -106,6 +106,8 @@ struct Daemon {
     next_reply: u64,
     /// When each live main process was spawned (clock ticks), for adoption.
     main_started: BTreeMap<InstanceKey, u64>,
+    /// The user and program of each main process of a job with `pid file`.
+    main_ident: BTreeMap<InstanceKey, (u32, PathBuf)>,
     /// The D-Bus side, when listening.
     bus: Option<bus::Bus>,
     own_uid: u32,
@@ -266,6 +268,7 @@ impl Daemon {
             exit: None,
             next_reply: 1,
             main_started: BTreeMap::new(),
+            main_ident: BTreeMap::new(),
             bus,
             own_uid,
             system_shutdown: None,
@@ -588,6 +591,14 @@ impl Daemon {
     /// exits cleanly while a process of the job that it left behind lives on
     /// forked more often than declared: that process is adopted.
     fn exited(&mut self, pid: i32, status: ExitStatus) {
+        if let Some((key, successor)) = self.pid_file_successor(pid) {
+            tracing::info!(
+                "{}: main process ({pid}) ended; adopting {successor} from its pid file",
+                key.display()
+            );
+            self.feed(Input::MainPid { key, pid: successor });
+            return;
+        }
         if status == ExitStatus::Exited(0)
             && let Some((key, ProcessKind::Main)) = self.engine.process_owner(pid).cloned()
             && let Some(inst) = self.engine.instance(&key)
@@ -625,6 +636,63 @@ impl Daemon {
         self.feed(Input::Exited { pid, status });
     }
 
+    /// `pid file PATH`: when the main process of a running instance ends,
+    /// the live process that PATH names takes over if it is another one,
+    /// a child of ours now (so its end will be seen), and of the job: it
+    /// carries the instance's `UPSTART_JOB`/`UPSTART_INSTANCE`, or runs the
+    /// same program as the same user as the main process did.
+    fn pid_file_successor(&self, pid: i32) -> Option<(InstanceKey, i32)> {
+        let (key, kind) = self.engine.process_owner(pid)?;
+        let inst = self.engine.instance(key)?;
+        if *kind != ProcessKind::Main || inst.state != State::Running || inst.goal != Goal::Start {
+            return None;
+        }
+        let path = inst.conf.pid_file()?;
+        let text = std::fs::read_to_string(path).ok()?;
+        let successor: i32 = text.split_whitespace().next()?.parse().ok()?;
+        if successor == pid || successor <= 1 || successor == self.me {
+            return None;
+        }
+        let proc_ = procfs::process::Process::new(successor).ok()?;
+        let stat = proc_.stat().ok()?;
+        if stat.ppid != self.me {
+            tracing::warn!(
+                "{}: {path} names {successor}, which is not a child of init; not adopted",
+                key.display()
+            );
+            return None;
+        }
+        let tagged = kill::tagged(successor, &key.job, &key.instance);
+        let same = self.main_ident.get(key).is_some_and(|(uid, exe)| {
+            proc_.uid().ok() == Some(*uid) && proc_.exe().ok().as_ref() == Some(exe)
+        });
+        if !(tagged || same) {
+            tracing::warn!(
+                "{}: {path} names {successor}, which is not of this job; not adopted",
+                key.display()
+            );
+            return None;
+        }
+        Some((key.clone(), successor))
+    }
+
+    /// Notes who the main process of an instance is (user and program),
+    /// for `pid file` adoption.
+    fn note_main(&mut self, key: &InstanceKey, pid: i32) {
+        if self
+            .engine
+            .instance(key)
+            .is_none_or(|i| i.conf.pid_file().is_none())
+        {
+            return;
+        }
+        if let Ok(p) = procfs::process::Process::new(pid)
+            && let (Ok(uid), Ok(exe)) = (p.uid(), p.exe())
+        {
+            self.main_ident.insert(key.clone(), (uid, exe));
+        }
+    }
+
     fn conf_change(&mut self, change: ConfChange) {
         match change {
             ConfChange::Load { name, conf, .. } => self.feed(Input::LoadJob { name, conf }),
@@ -656,6 +724,16 @@ impl Daemon {
         }
         let mut queue = VecDeque::from([input]);
         while let Some(input) = queue.pop_front() {
+            match &input {
+                Input::Spawned {
+                    key,
+                    process: ProcessKind::Main,
+                    pid,
+                }
+                | Input::Ready { key, pid }
+                | Input::MainPid { key, pid } => self.note_main(key, *pid),
+                _ => {}
+            }
             let effects = self.engine.step(self.now(), input);
             for effect in effects {
                 self.execute(effect, &mut queue);
@@ -694,6 +772,7 @@ impl Daemon {
             }
             BusSignal::InstanceRemoved(key) => {
                 self.main_started.remove(&key);
+                self.main_ident.remove(&key);
             }
             _ => {}
         }

@@ -60,7 +60,7 @@ pub fn scan() -> Vec<Proc> {
 }
 
 /// Whether a process's environment names this instance.
-fn tagged(pid: i32, job: &str, instance: &str) -> bool {
+pub fn tagged(pid: i32, job: &str, instance: &str) -> bool {
     let Ok(env) = procfs::process::Process::new(pid).and_then(|p| p.environ()) else {
         return false;
     };

@@ -82,6 +82,7 @@ pub fn dump_job(job: &JobConf) -> Value {
         "debug": job.debug,
         "process_timeout": job.process_timeout.map(bound),
         "expect_timeout": job.expect_timeout.map(bound),
+        "pid_file": job.pid_file,
     })
 }
 

@@ -76,6 +76,7 @@ mod tag {
     pub const APPARMOR_LOAD: u8 = 33;
     pub const APPARMOR_SWITCH: u8 = 34;
     pub const CGROUPS: u8 = 35;
+    pub const PID_FILE: u8 = 36;
 }
 
 /// A process of a [`JobConf`]: [`Process`], borrowed.
@@ -445,6 +446,11 @@ impl JobConf {
         self.text(tag::SETGID)
     }
 
+    /// `pid file PATH` (upshot).
+    pub fn pid_file(&self) -> Option<&str> {
+        self.text(tag::PID_FILE)
+    }
+
     /// `apparmor load PROFILE`.
     pub fn apparmor_load(&self) -> Option<&str> {
         self.text(tag::APPARMOR_LOAD)
@@ -517,6 +523,7 @@ impl JobConf {
             debug: self.debug(),
             process_timeout: self.process_timeout(),
             expect_timeout: self.expect_timeout(),
+            pid_file: self.pid_file().map(String::from),
         }
     }
 
@@ -673,6 +680,7 @@ impl From<&JobFields> for JobConf {
                 w.str(v);
             }
         });
+        s.text(tag::PID_FILE, f.pid_file.as_deref());
         JobConf {
             start_on: f.start_on.as_ref().map(PackedExpr::new),
             stop_on: f.stop_on.as_ref().map(PackedExpr::new),
@@ -778,6 +786,12 @@ pub struct JobFields {
     /// may take to reach what `expect` declares; `None` takes the daemon's
     /// default.
     pub expect_timeout: Option<Bound>,
+    /// `pid file PATH` (upshot): when the main process ends while the job
+    /// runs, the live process this file names is adopted as the main
+    /// process if it runs as the same user the same program (a service
+    /// that hands over to a successor of itself).
+    #[serde(default)]
+    pub pid_file: Option<String>,
 }
 
 /// A time bound of upshot's own stanzas.
@@ -829,6 +843,7 @@ impl Default for JobFields {
             debug: false,
             process_timeout: None,
             expect_timeout: None,
+            pid_file: None,
         }
     }
 }

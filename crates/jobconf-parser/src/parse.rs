@@ -121,6 +121,13 @@ fn parse_stanza(job: &mut JobFields, lx: &mut Lexer) -> Res<()> {
         }
         "chroot" => job.chroot = Some(value(lx)?),
         "chdir" => job.chdir = Some(value(lx)?),
+        "pid" => {
+            let kw_pos = lx.pos;
+            if keyword(lx)? != "file" {
+                return Err((ErrorKind::UnknownStanza, kw_pos));
+            }
+            job.pid_file = Some(value(lx)?);
+        }
         "setuid" => job.setuid = Some(value(lx)?),
         "setgid" => job.setgid = Some(value(lx)?),
         "apparmor" => apparmor(job, lx)?,

@@ -123,6 +123,7 @@ pub fn render_job(job: &JobConf) -> String {
         ("chdir", &job.chdir),
         ("setuid", &job.setuid),
         ("setgid", &job.setgid),
+        ("pid file", &job.pid_file),
         ("apparmor load", &job.apparmor_load),
         ("apparmor switch", &job.apparmor_switch),
     ] {

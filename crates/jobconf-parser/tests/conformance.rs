@@ -161,6 +161,7 @@ fn base() -> JobFields {
         debug: false,
         process_timeout: None,
         expect_timeout: None,
+        pid_file: None,
     }
 }
 
@@ -2218,5 +2219,23 @@ mod upshot_extensions {
         assert_eq!((e.kind, e.offset), (ErrorKind::UnknownStanza, 8));
         let e = err("process timeout 1 2\n");
         assert_eq!((e.kind, e.offset), (ErrorKind::UnexpectedToken, 18));
+    }
+
+    #[test]
+    fn pid_file_takes_one_path() {
+        assert_eq!(
+            ok("pid file /var/tmp/broker.pid\n").pid_file.as_deref(),
+            Some("/var/tmp/broker.pid")
+        );
+        assert_eq!(
+            ok("pid file \"/run/a b.pid\" # where\n").pid_file.as_deref(),
+            Some("/run/a b.pid")
+        );
+        assert_eq!(ok("task\n").pid_file, None);
+        let e = err("pid binary /bin/x\n");
+        assert_eq!((e.kind, e.offset), (ErrorKind::UnknownStanza, 4));
+        err("pid file\n");
+        let e = err("pid file /a /b\n");
+        assert_eq!((e.kind, e.offset), (ErrorKind::UnexpectedToken, 12));
     }
 }

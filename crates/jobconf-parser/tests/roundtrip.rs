@@ -479,7 +479,7 @@ fn job() -> impl Strategy<Value = JobConf> {
         (opt(value(12)), opt(value(12)), opt(value(8)), opt(value(8))),
         (opt(value(12)), opt(value(12))),
         cgroups(),
-        (opt(bound()), opt(bound())),
+        (opt(bound()), opt(bound()), opt(value(16))),
     );
     (texts, events, processes, flags, settings).prop_map(
         |(
@@ -506,7 +506,7 @@ fn job() -> impl Strategy<Value = JobConf> {
                 (chroot, chdir, setuid, setgid),
                 (apparmor_load, apparmor_switch),
                 cgroups,
-                (process_timeout, expect_timeout),
+                (process_timeout, expect_timeout, pid_file),
             ),
         )| {
             JobConf::from(JobFields {
@@ -552,6 +552,7 @@ fn job() -> impl Strategy<Value = JobConf> {
                 debug,
                 process_timeout,
                 expect_timeout,
+                pid_file,
             })
         },
     )
@@ -604,6 +605,8 @@ const SOUP: &[&str] = &[
     "chdir",
     "setuid",
     "setgid",
+    "pid",
+    "file",
     "apparmor",
     "load",
     "switch",
