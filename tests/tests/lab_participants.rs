@@ -163,3 +163,38 @@ fn local_running_mode_and_failure_reports() {
     });
     assert_eq!(s.read_out("failures").unwrap().lines().count(), 2);
 }
+
+/// Shutdown (SIGTERM to the session init) waits for the participants to
+/// tidy up: each gets SIGTERM, takes its time (here 1.5 s, within `kill
+/// timeout 20`), writes its tidy file, and only then does the daemon exit,
+/// with nothing left and nothing killed.
+#[test]
+fn shutdown_waits_for_participants_to_tidy_up() {
+    let mut s = Session::new("lab-shutdown");
+    let exec = (
+        EXEC.0,
+        "@BIN@/participant --name \"$NAME\" --out @OUT@ --tidy-ms 1500",
+    );
+    s.write_job("participant", &lab_job("participant.conf", &[exec]));
+    s.start(&[]);
+    s.wait_address();
+    let mut pids = Vec::new();
+    for name in ["a", "b"] {
+        s.initctl(&["start", "participant", &format!("NAME={name}")]).ok();
+        pids.push(s.wait_record(name).num("pid"));
+    }
+    assert_eq!(s.terminate(std::time::Duration::from_secs(30)), 0);
+    for (name, pid) in ["a", "b"].iter().zip(&pids) {
+        assert_eq!(
+            s.read_out(&format!("{name}.tidy")),
+            Some(format!("pid {pid}\n")),
+            "{name} did not tidy up before the daemon exited"
+        );
+        assert!(!upshot_tests::alive(*pid as i32));
+    }
+    let log = s.daemon_log();
+    assert!(
+        !log.contains("SIGKILL") && !log.contains("failed to stop"),
+        "{log}"
+    );
+}
