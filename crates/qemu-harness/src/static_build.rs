@@ -84,6 +84,19 @@ pub fn profile_dir(profile: &str) -> &str {
     }
 }
 
+/// The flags added to `RUSTFLAGS`: `+crt-static` for glibc, and a fixed
+/// load address unless `pie`.
+pub fn rustflags(triple: &Triple, pie: bool) -> String {
+    let mut flags = Vec::new();
+    if triple.crt_static_flag {
+        flags.push("-C target-feature=+crt-static");
+    }
+    if !pie {
+        flags.push("-C relocation-model=static");
+    }
+    flags.join(" ")
+}
+
 /// The cargo command line that builds `binaries`.
 pub fn cargo_args(triple: &Triple, profile: &str, binaries: &[Binary]) -> Vec<String> {
     let mut args = vec![
@@ -141,7 +154,7 @@ pub fn build(
     if binaries.is_empty() {
         return Ok((triple, Vec::new(), None));
     }
-    match cargo_build(workspace, &triple, profile, binaries, log, deadline) {
+    match cargo_build(workspace, &triple, (profile, spec.pie), binaries, log, deadline) {
         Err(f) if spec.target == Target::Auto && triple.name == MUSL => {
             // A workspace that does not build for musl (a glibc-only call)
             // can still be had static with glibc.
@@ -149,7 +162,7 @@ pub fn build(
                 name: GNU,
                 crt_static_flag: true,
             };
-            let paths = cargo_build(workspace, &gnu, profile, binaries, log, deadline)?;
+            let paths = cargo_build(workspace, &gnu, (profile, spec.pie), binaries, log, deadline)?;
             Ok((gnu, paths, Some(f.message)))
         }
         r => r.map(|paths| (triple, paths, None)),
@@ -160,7 +173,7 @@ pub fn build(
 fn cargo_build(
     workspace: &Path,
     triple: &Triple,
-    profile: &str,
+    (profile, pie): (&str, bool),
     binaries: &[Binary],
     log: &Path,
     deadline: Instant,
@@ -169,12 +182,10 @@ fn cargo_build(
     let mut cmd = Command::new(&cargo);
     cmd.args(cargo_args(triple, profile, binaries))
         .current_dir(workspace);
-    if triple.crt_static_flag {
+    let extra = rustflags(triple, pie);
+    if !extra.is_empty() {
         let flags = std::env::var("RUSTFLAGS").unwrap_or_default();
-        cmd.env(
-            "RUSTFLAGS",
-            format!("{flags} -C target-feature=+crt-static").trim_start(),
-        );
+        cmd.env("RUSTFLAGS", format!("{flags} {extra}").trim_start());
     }
     let shown = exec::describe(&cmd);
     let out = exec::run(&mut cmd, None, deadline)?;
@@ -246,6 +257,20 @@ mod tests {
             "build --profile release --target x86_64-unknown-linux-musl -p init -p initctl --bin init --bin initctl"
         );
         assert_eq!(profile_dir("dev"), "debug");
+        let musl = Triple {
+            name: MUSL,
+            crt_static_flag: false,
+        };
+        let gnu = Triple {
+            name: GNU,
+            crt_static_flag: true,
+        };
+        assert_eq!(rustflags(&musl, true), "");
+        assert_eq!(rustflags(&musl, false), "-C relocation-model=static");
+        assert_eq!(
+            rustflags(&gnu, false),
+            "-C target-feature=+crt-static -C relocation-model=static"
+        );
         assert_eq!(profile_dir("release"), "release");
     }
 }
