@@ -267,6 +267,33 @@ fn poweroff_stops_every_job_and_exits_0() {
     eprintln!("poweroff took {took:?}");
 }
 
+/// A process that ignores SIGTERM, left when the jobs are stopped, gets
+/// SIGKILL once the grace period after SIGTERM is over; the shutdown goes
+/// on and the namespace's init exits 0.
+#[test]
+fn poweroff_kills_what_ignores_sigterm() {
+    let mut s = SystemInit::new("poweroff-kill");
+    // Started by a task and left behind by it (a child of init once the
+    // shell is gone), not part of any running job.
+    s.write_job(
+        "leaver",
+        "start on startup\ntask\nexec sh -c '@BIN@/term-ignorer --ready @OUT@/ignorer & exit 0'\n",
+    );
+    s.start(&[]);
+    let ns_pid: i32 = s.wait_out("ignorer").trim().parse().unwrap();
+    let ignorer = s.host_pid(ns_pid).expect("the term-ignorer");
+    let out = s.initctl(&["poweroff"]);
+    assert_eq!(out.ok(), "", "{out}");
+    // TERM grace 5 s, then SIGKILL.
+    let status = s.wait_exit(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0), "{status}\n{}", s.daemon_log());
+    let log = s.daemon_log();
+    assert!(log.contains("sending SIGTERM to the processes left"), "{log}");
+    assert!(log.contains("sending SIGKILL to the processes alive 5 s after SIGTERM"), "{log}");
+    assert!(!log.contains("survived SIGKILL"), "{log}");
+    assert!(upshot_tests::proc_info(ignorer).is_none(), "the term-ignorer is gone");
+}
+
 /// The `reboot` link: `shutdown TYPE=reboot`, `runlevel RUNLEVEL=6`, exit 0.
 #[test]
 fn reboot_link_emits_runlevel_6_and_ends_the_namespace() {

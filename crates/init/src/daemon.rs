@@ -1010,20 +1010,27 @@ impl Daemon {
                     if let Some(logs) = self.logs.as_mut() {
                         logs.drain();
                     }
-                    let n = pid1::signal_others(NixSignal::SIGTERM);
-                    if n > 0 {
-                        tracing::info!("sent SIGTERM to {n} process(es) left");
+                    self.reap();
+                    if pid1::rest_alive() {
+                        tracing::info!("sending SIGTERM to the processes left");
                     }
+                    // Those entered from outside (not our children) too.
+                    pid1::signal_rest(NixSignal::SIGTERM);
                     s.phase = Phase::Term;
                     s.until = now + pid1::TERM_GRACE.as_micros() as Time;
                 }
                 Phase::Term => {
-                    if !pid1::others().is_empty() && now < s.until {
+                    self.reap();
+                    let alive = pid1::rest_alive();
+                    if alive && now < s.until {
                         break;
                     }
-                    let n = pid1::signal_others(NixSignal::SIGKILL);
-                    if n > 0 {
-                        tracing::warn!("sent SIGKILL to {n} process(es) still alive");
+                    if alive {
+                        tracing::warn!(
+                            "sending SIGKILL to the processes alive {} s after SIGTERM",
+                            pid1::TERM_GRACE.as_secs()
+                        );
+                        pid1::signal_rest(NixSignal::SIGKILL);
                     }
                     s.phase = Phase::Kill;
                     s.until = now + pid1::KILL_GRACE.as_micros() as Time;
@@ -1031,12 +1038,12 @@ impl Daemon {
                 Phase::Kill => {
                     // Those that were our children are reaped first.
                     self.reap();
-                    let left = pid1::others();
-                    if !left.is_empty() && now < s.until {
+                    let alive = pid1::rest_alive();
+                    if alive && now < s.until {
                         break;
                     }
-                    if !left.is_empty() {
-                        tracing::error!("{} process(es) survived SIGKILL", left.len());
+                    if alive {
+                        tracing::error!("processes survived SIGKILL; going on");
                     }
                     if let Some(logs) = self.logs.as_mut() {
                         logs.drain();

@@ -16,7 +16,7 @@ use init::pid1::{self, Place};
 use init::{conf, daemon, logging, session};
 
 /// upshot init: an event-based init daemon compatible with Upstart.
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, Default)]
 #[command(name = "init", version, about, long_about = None)]
 struct Cli {
     /// Parse job files (or every *.conf under a directory, with the
@@ -139,11 +139,7 @@ fn system_main(argv: &[OsString]) -> ! {
 
 fn system_run(argv: &[OsString]) {
     let setup = pid1::early_setup();
-    let (ours, ignored) = kernel_args(argv);
-    let (cli, parse_error) = match Cli::try_parse_from(&ours) {
-        Ok(cli) => (cli, None),
-        Err(e) => (Cli::parse_from(["init"]), Some(e.to_string())),
-    };
+    let (cli, ignored, errors) = kernel_args(argv);
     logging::init_with(
         logging::level(cli.quiet, cli.verbose, cli.debug),
         setup.place == Place::Machine,
@@ -163,8 +159,8 @@ fn system_run(argv: &[OsString]) {
     for arg in &ignored {
         tracing::info!("ignoring argument {arg}");
     }
-    if let Some(e) = parse_error {
-        tracing::warn!("bad command line ({}); using the defaults", e.trim());
+    for e in &errors {
+        tracing::warn!("bad command line: {e}");
     }
     if !nix::unistd::geteuid().is_root() {
         tracing::warn!("not running as root: jobs run as this user, and mounts may fail");
@@ -172,19 +168,8 @@ fn system_run(argv: &[OsString]) {
     daemon::run(system_options(&cli, setup.place));
 }
 
-/// Options a system init takes, and whether each takes a value; Upstart's
-/// options that upshot does not implement are accepted and ignored.
-const SYSTEM_FLAGS: &[&str] = &[
-    "-v",
-    "--verbose",
-    "-q",
-    "--quiet",
-    "--debug",
-    "--no-startup-event",
-    "--no-log",
-    "--no-inherit-env",
-    "--no-dbus",
-];
+/// Options a system init takes with a value; Upstart's options that
+/// upshot does not implement are accepted and ignored.
 const SYSTEM_VALUES: &[&str] = &[
     "--confdir",
     "--prepend-confdir",
@@ -203,13 +188,17 @@ const UPSTART_UNIMPLEMENTED_FLAGS: &[&str] = &[
 ];
 const UPSTART_UNIMPLEMENTED_VALUES: &[&str] = &["--state-fd"];
 
-/// Splits the command line of a system init into what is ours (argv[0]
-/// first, ready for the parser) and what is ignored: the kernel passes init
-/// every word of its command line it does not know (`splash`, `single`,
-/// `ro`…), and `--option=value` and `--option value` are both accepted.
-fn kernel_args(argv: &[OsString]) -> (Vec<OsString>, Vec<String>) {
-    let mut ours = vec![argv.first().cloned().unwrap_or_else(|| "init".into())];
+/// Reads the command line of a system init: the options it takes, what
+/// it ignores, and what was wrong. The kernel passes init every word of
+/// its command line it does not know (`splash`, `single`, `ro`…), which
+/// a general parser would refuse, so the words are sorted here against
+/// the tables above; `--option=value` and `--option value` are both
+/// accepted. A bad value is reported and its option left at the default;
+/// the rest still applies.
+fn kernel_args(argv: &[OsString]) -> (Cli, Vec<String>, Vec<String>) {
+    let mut cli = Cli::default();
     let mut ignored = Vec::new();
+    let mut errors = Vec::new();
     let mut i = 1;
     while i < argv.len() {
         let arg = argv[i].to_string_lossy().into_owned();
@@ -227,24 +216,40 @@ fn kernel_args(argv: &[OsString]) -> (Vec<OsString>, Vec<String>) {
             }
             _ => None,
         };
-        if SYSTEM_FLAGS.contains(&arg.as_str()) {
-            ours.push(arg.into());
-        } else if SYSTEM_VALUES.contains(&name.as_str()) && value.is_some() {
-            ours.push(name.into());
-            ours.push(value.unwrap_or_default().into());
-        } else if takes_value {
-            ignored.push(match value {
-                Some(v) => format!("{name} {v} (not implemented)"),
-                None => name,
-            });
-        } else if UPSTART_UNIMPLEMENTED_FLAGS.contains(&arg.as_str()) {
-            ignored.push(format!("{arg} (not implemented)"));
-        } else {
-            ignored.push(arg);
-        }
         i += 1;
+        match (name.as_str(), value) {
+            ("-v" | "--verbose", _) if inline.is_none() => cli.verbose = true,
+            ("-q" | "--quiet", _) if inline.is_none() => cli.quiet = true,
+            ("--debug", _) if inline.is_none() => cli.debug = true,
+            ("--no-startup-event", _) if inline.is_none() => cli.no_startup_event = true,
+            ("--no-log", _) if inline.is_none() => cli.no_log = true,
+            ("--no-inherit-env", _) if inline.is_none() => cli.no_inherit_env = true,
+            ("--no-dbus", _) if inline.is_none() => cli.no_dbus = true,
+            ("--confdir", Some(v)) => cli.confdir.push(v.into()),
+            ("--prepend-confdir", Some(v)) => cli.prepend_confdir.push(v.into()),
+            ("--append-confdir", Some(v)) => cli.append_confdir.push(v.into()),
+            ("--logdir", Some(v)) => cli.logdir = Some(v.into()),
+            ("--startup-event", Some(v)) => cli.startup_event = Some(v),
+            ("--inject-panic-on-event", Some(v)) => cli.inject_panic_on_event = Some(v),
+            ("--default-console", Some(v)) => match v.as_str() {
+                "none" | "output" | "owner" | "log" => cli.default_console = Some(v),
+                _ => errors.push(format!(
+                    "invalid value '{v}' for '--default-console' (none, output, owner or log); using the default"
+                )),
+            },
+            (n, Some(v)) if UPSTART_UNIMPLEMENTED_VALUES.contains(&n) => {
+                ignored.push(format!("{n} {v} (not implemented)"))
+            }
+            (n, None) if UPSTART_UNIMPLEMENTED_FLAGS.contains(&n) && inline.is_none() => {
+                ignored.push(format!("{n} (not implemented)"))
+            }
+            _ => ignored.push(arg),
+        }
     }
-    (ours, ignored)
+    if cli.no_startup_event && cli.startup_event.is_some() {
+        errors.push("--no-startup-event and --startup-event conflict; no startup event is emitted".into());
+    }
+    (cli, ignored, errors)
 }
 
 /// `--startup-event`/`--no-startup-event`: the event to emit, if any.
@@ -377,34 +382,20 @@ fn user_options(cli: &Cli) -> daemon::Options {
 mod tests {
     use super::*;
 
-    fn split(line: &str) -> (Vec<String>, Vec<String>) {
+    fn parse(line: &str) -> (Cli, Vec<String>, Vec<String>) {
         let argv: Vec<OsString> = line.split(' ').map(OsString::from).collect();
-        let (ours, ignored) = kernel_args(&argv);
-        (
-            ours.into_iter()
-                .map(|a| a.to_string_lossy().into_owned())
-                .collect(),
-            ignored,
-        )
+        kernel_args(&argv)
     }
 
     #[test]
     fn kernel_arguments_ours_and_ignored() {
-        let (ours, ignored) = split(
-            "/sbin/init splash --verbose --confdir=/etc/x single --logdir /l --no-cgroups --state-fd 3 -v --bogus --startup-event",
+        let (cli, ignored, errors) = parse(
+            "/sbin/init splash --verbose --confdir=/etc/x single --logdir /l --no-cgroups --state-fd 3 -v --bogus --quiet=1 --startup-event",
         );
-        assert_eq!(
-            ours,
-            [
-                "/sbin/init",
-                "--verbose",
-                "--confdir",
-                "/etc/x",
-                "--logdir",
-                "/l",
-                "-v"
-            ]
-        );
+        assert!(cli.verbose && !cli.quiet && !cli.debug);
+        assert_eq!(cli.confdir, [PathBuf::from("/etc/x")]);
+        assert_eq!(cli.logdir, Some(PathBuf::from("/l")));
+        assert_eq!(cli.startup_event, None);
         assert_eq!(
             ignored,
             [
@@ -413,14 +404,36 @@ mod tests {
                 "--no-cgroups (not implemented)",
                 "--state-fd 3 (not implemented)",
                 "--bogus",
+                "--quiet=1",
                 "--startup-event"
             ]
         );
-        let cli = Cli::try_parse_from(split("init --default-console output --no-dbus -q").0).unwrap();
+        assert!(errors.is_empty(), "{errors:?}");
+        let (cli, ignored, errors) = parse(
+            "init --default-console output --no-dbus -q --debug --no-log --no-inherit-env --prepend-confdir /p --append-confdir=/a --inject-panic-on-event boom --startup-event=go",
+        );
         assert_eq!(default_console(&cli), Console::Output);
-        assert!(cli.no_dbus && cli.quiet);
-        // What clap refuses is reported and the defaults are used.
-        assert!(Cli::try_parse_from(split("init --default-console bogus").0).is_err());
+        assert!(cli.no_dbus && cli.quiet && cli.debug && cli.no_log && cli.no_inherit_env);
+        assert_eq!(cli.prepend_confdir, [PathBuf::from("/p")]);
+        assert_eq!(cli.append_confdir, [PathBuf::from("/a")]);
+        assert_eq!(cli.inject_panic_on_event.as_deref(), Some("boom"));
+        assert_eq!(startup_event(&cli).as_deref(), Some("go"));
+        assert!(ignored.is_empty() && errors.is_empty());
+    }
+
+    #[test]
+    fn bad_kernel_arguments_are_reported_and_the_rest_applies() {
+        let (cli, _, errors) = parse("init --default-console bogus --verbose");
+        assert_eq!(cli.default_console, None);
+        assert!(cli.verbose);
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0].contains("'bogus' for '--default-console'"),
+            "{errors:?}"
+        );
+        let (cli, _, errors) = parse("init --no-startup-event --startup-event x");
+        assert_eq!(startup_event(&cli), None);
+        assert!(errors[0].contains("conflict"), "{errors:?}");
     }
 
     #[test]

@@ -370,35 +370,23 @@ fn take_console(notes: &mut Vec<Note>) {
 // ---------------------------------------------------------------------------
 // The end of a shutdown
 
-/// A process other than us and the kernel's threads, as `/proc` shows it
-/// (zombies are left out: they are reaped, or not ours to reap).
-pub fn others() -> Vec<crate::kill::Proc> {
-    const PF_KTHREAD: u32 = 0x0020_0000;
-    let me = crate::kill::daemon_pid();
-    let Ok(all) = procfs::process::all_processes() else {
-        return Vec::new();
-    };
-    all.filter_map(|p| p.ok())
-        .filter_map(|p| {
-            let stat = p.stat().ok()?;
-            (p.pid != me && stat.flags & PF_KTHREAD == 0 && !matches!(stat.state, 'Z' | 'X' | 'x')).then_some(
-                crate::kill::Proc {
-                    pid: p.pid,
-                    ppid: stat.ppid,
-                    pgrp: stat.pgrp,
-                    start: stat.starttime,
-                },
-            )
-        })
-        .collect()
+/// Whether any process other than us is left to wait for: every process
+/// of a machine (or of a PID namespace) descends from process 1, and the
+/// orphans among them are our children, so this is "has process 1 any
+/// child", without reading `/proc` (a zombie child counts until reaped).
+/// A process entered into our namespace from outside (`nsenter`) is not
+/// our child until its parent is gone: it gets the signals of
+/// [`signal_rest`] but is not waited for.
+pub fn rest_alive() -> bool {
+    use nix::sys::wait::{Id, WaitPidFlag, waitid};
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+    !matches!(waitid(Id::All, flags), Err(Errno::ECHILD))
 }
 
-/// Sends `signal` to every other process; returns how many got it.
-pub fn signal_others(signal: Signal) -> usize {
-    others()
-        .iter()
-        .filter(|p| crate::kill::signal_verified(p, signal).is_ok())
-        .count()
+/// Sends `signal` to every process but us (`kill(-1)`: the kernel skips
+/// process 1 and its own threads, which ignore signals anyway).
+pub fn signal_rest(signal: Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(-1), signal);
 }
 
 /// How long the processes left after the jobs are stopped get between
