@@ -1,11 +1,14 @@
 //! Action 1, deploy: the initramfs the VM boots.
 //!
 //! 1.1 builds the job's workspace binaries static, 1.2 fetches busybox
-//! from its Debian package (cached by the package's checksum), 1.3 puts
-//! the archive together — directories, busybox and a link per applet, the
-//! binaries, copied job files, written files, links, device nodes, in that
-//! order, so a later entry replaces an earlier one at the same path — and
-//! writes it unless the cache already has an archive of the same entries.
+//! from its Debian package (cached by the package's checksum), 1.3 picks
+//! the kernel modules the job names, with what they need, from the boot
+//! kernel's package ([`crate::modules`]; cached by the package's checksum
+//! and the names), 1.4 puts the archive together — directories, busybox
+//! and a link per applet, the modules, the binaries, copied job files,
+//! written files, links, device nodes, in that order, so a later entry
+//! replaces an earlier one at the same path — and writes it unless the
+//! cache already has an archive of the same entries.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -17,7 +20,7 @@ use crate::cpio::{Archive, Node};
 use crate::error::{Failure, Result};
 use crate::job::{Busybox, Copy, Deploy};
 use crate::level::{Level, Log};
-use crate::{debian, exec, static_build};
+use crate::{debian, exec, kernel, modules, static_build};
 
 /// Where the lab keeps things and writes its logs.
 pub struct Lab<'a> {
@@ -28,8 +31,15 @@ pub struct Lab<'a> {
     pub run_dir: &'a Path,
 }
 
-/// Builds (or finds) the initramfs; returns its path.
-pub fn deploy(lab: &Lab, spec: &Deploy, level: &Level, deadline: Instant) -> Result<PathBuf> {
+/// Builds (or finds) the initramfs; returns its path. `kernel_package` is
+/// the boot kernel's (meta)package, where the modules come from.
+pub fn deploy(
+    lab: &Lab,
+    spec: &Deploy,
+    kernel_package: &str,
+    level: &Level,
+    deadline: Instant,
+) -> Result<PathBuf> {
     let l1 = level.child(1);
 
     let what: Vec<&str> = spec.binaries.iter().map(|b| b.bin.as_str()).collect();
@@ -71,12 +81,28 @@ pub fn deploy(lab: &Lab, spec: &Deploy, level: &Level, deadline: Instant) -> Res
     let (busybox, applets) = step(&l2, "deploy/busybox", busybox(lab, &spec.busybox, &l2, deadline))?;
 
     let l3 = level.child(3);
+    let module_tree = if spec.modules.is_empty() {
+        lab.log.line(&l3, "deploy/modules", "none");
+        None
+    } else {
+        let r = kernel_modules(lab, &spec.modules, kernel_package, &l3, deadline);
+        Some(step(&l3, "deploy/modules", r)?)
+    };
+
+    let l4 = level.child(4);
     let mut archive = Archive::new();
-    let r = assemble(&mut archive, spec, &built, &busybox, &applets);
-    step(&l3, "deploy/initramfs", r)?;
+    let r = assemble(
+        &mut archive,
+        spec,
+        &built,
+        &busybox,
+        &applets,
+        module_tree.as_deref(),
+    );
+    step(&l4, "deploy/initramfs", r)?;
     let key = archive_key(&archive);
     let (path, outcome) = step(
-        &l3,
+        &l4,
         "deploy/initramfs",
         lab.cache
             .get_or_build("initramfs", &key, "initramfs.cpio", |dir| {
@@ -89,7 +115,7 @@ pub fn deploy(lab: &Lab, spec: &Deploy, level: &Level, deadline: Instant) -> Res
     )?;
     let size = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     lab.log.line(
-        &l3,
+        &l4,
         "deploy/initramfs",
         &format!(
             "{} entries, {:.1} MB, key {} ({})",
@@ -170,13 +196,106 @@ fn busybox(lab: &Lab, spec: &Busybox, level: &Level, deadline: Instant) -> Resul
     Ok((path, applets))
 }
 
-/// Puts every entry of the deploy section into `archive`.
+/// What 1.3 leaves in the cache: the `lib/modules/RELEASE` tree of the
+/// chosen modules, and this list of them.
+const MODULES_LIST: &str = "modules.txt";
+
+/// The job's modules with what they need, from the cache or the kernel
+/// package; returns the directory holding their `lib/` tree.
+fn kernel_modules(
+    lab: &Lab,
+    wanted: &[String],
+    kernel_package: &str,
+    level: &Level,
+    deadline: Instant,
+) -> Result<PathBuf> {
+    let package = kernel::package(lab.cache, kernel_package, deadline)?;
+    let mut key = KeyBuilder::new("modules", 1);
+    key.field("deb-sha256", package.sha256.as_bytes());
+    for name in wanted {
+        key.field("module", name.as_bytes());
+    }
+    let (list, outcome) = lab
+        .cache
+        .get_or_build("modules", &key.finish(), MODULES_LIST, |dir| {
+            let deb = debian::download(&package, dir, deadline)?;
+            let unpacked = dir.join("package");
+            fs::create_dir_all(&unpacked)
+                .map_err(|e| Failure::infra(format!("{}: {e}", unpacked.display())))?;
+            debian::extract(&deb, &[], &unpacked, deadline)?;
+            let _ = fs::remove_file(&deb);
+            let r = pick_modules(&unpacked, wanted, dir);
+            let _ = fs::remove_dir_all(&unpacked);
+            r
+        })?;
+    let text = fs::read_to_string(&list).map_err(|e| Failure::infra(format!("{}: {e}", list.display())))?;
+    let mut lines = text.lines();
+    let release = lines.next().unwrap_or_default();
+    let chosen: Vec<&str> = lines.collect();
+    lab.log.line(
+        level,
+        "deploy/modules",
+        &format!(
+            "{} {} ({release}): {} for {} ({})",
+            package.name,
+            package.version,
+            chosen.join(" "),
+            wanted.join(" "),
+            if outcome == Outcome::Hit {
+                "cached"
+            } else {
+                "unpacked"
+            }
+        ),
+    );
+    Ok(list.parent().expect("a cache entry's directory").to_path_buf())
+}
+
+/// Copies the modules `wanted` needs from the unpacked kernel package to
+/// `out/lib/modules/RELEASE/`, with their index files, and lists them in
+/// `out/modules.txt` (the release first, then the modules in load order).
+fn pick_modules(unpacked: &Path, wanted: &[String], out: &Path) -> Result<()> {
+    let io = |p: &Path, e: std::io::Error| Failure::infra(format!("{}: {e}", p.display()));
+    let (from, release) = modules::release_dir(unpacked)?;
+    let index = modules::index_tree(&from)?;
+    let chosen = index.resolve(wanted).map_err(Failure::job)?;
+    let to = out.join("lib/modules").join(&release);
+    for m in &chosen {
+        let dest = to.join(&m.path);
+        if let Some(parent) = dest.parent() {
+            fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
+        }
+        fs::copy(from.join(&m.path), &dest).map_err(|e| io(&dest, e))?;
+    }
+    fs::create_dir_all(&to).map_err(|e| io(&to, e))?;
+    let [dep, alias, softdep] = index.index_files(&chosen);
+    let builtin = fs::read_to_string(from.join("modules.builtin")).unwrap_or_default();
+    for (name, text) in [
+        ("modules.dep", dep),
+        ("modules.alias", alias),
+        ("modules.softdep", softdep),
+        ("modules.builtin", builtin),
+    ] {
+        fs::write(to.join(name), text).map_err(|e| io(&to.join(name), e))?;
+    }
+    let mut list = release;
+    for m in &chosen {
+        list.push('\n');
+        list.push_str(&m.name);
+    }
+    list.push('\n');
+    fs::write(out.join(MODULES_LIST), list).map_err(|e| io(&out.join(MODULES_LIST), e))
+}
+
+/// Puts every entry of the deploy section into `archive`; `module_tree`
+/// is the directory with the kernel modules' `lib/` tree, if any.
 pub fn assemble(
     archive: &mut Archive,
     spec: &Deploy,
     built: &[PathBuf],
     busybox: &Path,
     applets: &[String],
+    module_tree: Option<&Path>,
 ) -> Result<()> {
     let read = |p: &Path| fs::read(p).map_err(|e| Failure::infra(format!("{}: {e}", p.display())));
     for dir in &spec.dirs {
@@ -188,6 +307,16 @@ pub fn assemble(
         if applet != "busybox" && !spec.busybox.skip.contains(applet) {
             archive.symlink(&format!("{bb_dir}/{applet}"), "busybox");
         }
+    }
+    if let Some(dir) = module_tree {
+        add_copy(
+            archive,
+            &Copy {
+                from: dir.join("lib"),
+                to: "/lib".into(),
+                mode: 0o644,
+            },
+        )?;
     }
     for (binary, path) in spec.binaries.iter().zip(built) {
         archive.file(&binary.path, read(path)?, 0o755);

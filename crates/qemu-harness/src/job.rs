@@ -93,6 +93,10 @@ pub struct Deploy {
     pub links: Vec<Link>,
     pub writes: Vec<WriteFile>,
     pub devices: Vec<Device>,
+    /// Kernel modules (names or aliases) put under `/lib/modules/RELEASE`
+    /// from the kernel package of `[boot]`, with every module they need
+    /// (see [`crate::modules`]).
+    pub modules: Vec<String>,
 }
 
 /// A binary of a workspace package, built static, put at `path`.
@@ -150,6 +154,21 @@ pub struct Device {
     pub mode: u32,
 }
 
+/// A disk image the harness makes in the run directory before each boot
+/// attempt and attaches to the VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disk {
+    /// The image's file name in the run directory.
+    pub file: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// The command that makes a file system on it (the image's path is
+    /// added last); empty for a blank disk.
+    pub mkfs: Vec<String>,
+    /// QEMU's `-drive if=` (`virtio`: the guest's `/dev/vda`, `vdb`…).
+    pub interface: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct Boot {
     pub limits: Limits,
@@ -163,6 +182,7 @@ pub struct Boot {
     pub cpu_kvm: String,
     pub append: String,
     pub args: Vec<String>,
+    pub disks: Vec<Disk>,
     /// Console patterns to wait for, in order.
     pub expect: Vec<Regex>,
     /// The shell's prompt: after a command's output the harness waits for
@@ -245,6 +265,7 @@ struct RawDeploy {
     link: Option<Vec<Spanned<Link>>>,
     write: Option<Vec<Spanned<WriteFile>>>,
     device: Option<Vec<Spanned<Device>>>,
+    modules: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -270,8 +291,18 @@ struct RawBoot {
     cpu_kvm: String,
     append: String,
     args: Option<Vec<String>>,
+    disk: Option<Vec<RawDisk>>,
     expect: Option<Vec<Spanned<String>>>,
     prompt: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDisk {
+    file: Spanned<String>,
+    size: Spanned<String>,
+    mkfs: Vec<String>,
+    interface: String,
 }
 
 #[derive(Deserialize)]
@@ -395,9 +426,41 @@ pub fn parse(text: &str, path: &Path, workspace: &Path) -> Result<Job> {
         links: links.into_iter().map(Spanned::into_inner).collect(),
         writes: writes.into_iter().map(Spanned::into_inner).collect(),
         devices: devices.into_iter().map(Spanned::into_inner).collect(),
+        modules: rd.modules.unwrap_or_default(),
     };
 
     let rb = raw.boot;
+    let mut disks: Vec<Disk> = Vec::new();
+    for d in rb.disk.unwrap_or_default() {
+        let file = d.file.get_ref();
+        if file.is_empty() || file.contains('/') || file.starts_with('.') {
+            return Err(at(
+                Some(d.file.span()),
+                "a disk's `file` is a plain file name (it is made in the run directory)",
+            ));
+        }
+        if RUN_FILES.contains(&file.as_str()) {
+            return Err(at(
+                Some(d.file.span()),
+                &format!("`{file}` is the run directory's own: name the disk otherwise"),
+            ));
+        }
+        if disks.iter().any(|other| &other.file == file) {
+            return Err(at(Some(d.file.span()), "two disks with the same `file`"));
+        }
+        let size = parse_size(d.size.get_ref()).ok_or_else(|| {
+            at(
+                Some(d.size.span()),
+                "a size is a number of bytes with an optional K, M or G (1024-based), e.g. \"64M\"",
+            )
+        })?;
+        disks.push(Disk {
+            file: file.clone(),
+            size,
+            mkfs: d.mkfs,
+            interface: d.interface,
+        });
+    }
     let boot = Boot {
         limits: limits(rb.timeout, rb.retries),
         accel: rb.accel,
@@ -410,6 +473,7 @@ pub fn parse(text: &str, path: &Path, workspace: &Path) -> Result<Job> {
         cpu_kvm: rb.cpu_kvm,
         append: rb.append,
         args: rb.args.unwrap_or_default(),
+        disks,
         expect: regexes(rb.expect)?,
         prompt: regexes(Some(vec![rb.prompt]))?.remove(0),
     };
@@ -471,6 +535,25 @@ pub fn parse(text: &str, path: &Path, workspace: &Path) -> Result<Job> {
     })
 }
 
+/// What a run writes in its directory besides the disks
+/// ([`crate::run`]).
+pub const RUN_FILES: &[&str] = &["harness.log", "build.log", "console.log", "guest", "stripped"];
+
+/// A size as `truncate(1)` takes it: bytes, or a number with `K`, `M` or
+/// `G` (powers of 1024); zero is refused.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let (digits, unit) = match text.char_indices().last()? {
+        (i, 'K') => (&text[..i], 1u64 << 10),
+        (i, 'M') => (&text[..i], 1 << 20),
+        (i, 'G') => (&text[..i], 1 << 30),
+        _ => (text, 1),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse::<u64>().ok()?.checked_mul(unit).filter(|&n| n > 0)
+}
+
 /// `FILE:LINE:COLUMN: message`, then the line and a caret under the
 /// column (both 1-based, the column counted in characters).
 pub fn locate(text: &str, file: &str, span: Option<Range<usize>>, message: &str) -> String {
@@ -522,6 +605,7 @@ copy = [{ from = "Cargo.toml", to = "/etc/Cargo.toml", mode = 0o644 }]
 link = [{ path = "/sbin/start", target = "initctl" }]
 write = [{ path = "/etc/hostname", content = "vm\n", mode = 0o644 }]
 device = [{ path = "/dev/console", major = 5, minor = 1, mode = 0o600 }]
+modules = ["virtio_blk", "ext4"]
 
 [boot]
 accel = "auto"
@@ -534,6 +618,7 @@ cpu_tcg = "max"
 cpu_kvm = "host"
 append = "console=ttyS0"
 args = ["-net", "none"]
+disk = [{ file = "disk.img", size = "64M", mkfs = ["mkfs.ext4", "-q"], interface = "virtio" }]
 expect = ["(?m)^# $"]
 prompt = "(?m)^# "
 
@@ -590,6 +675,16 @@ exit_status = 0
         assert_eq!(job.boot.accel, Accel::Auto);
         assert_eq!(job.boot.kvm_probe_timeout, Duration::from_secs(5));
         assert_eq!(job.boot.args, ["-net", "none"]);
+        assert_eq!(
+            job.boot.disks,
+            [Disk {
+                file: "disk.img".into(),
+                size: 64 << 20,
+                mkfs: vec!["mkfs.ext4".into(), "-q".into()],
+                interface: "virtio".into(),
+            }]
+        );
+        assert_eq!(job.deploy.modules, ["virtio_blk", "ext4"]);
         assert_eq!(job.tests.len(), 2);
         assert_eq!(job.tests[0].action, Action::Run("initctl list".into()));
         assert_eq!(job.tests[1].action, Action::Send("exit".into()));
@@ -622,10 +717,91 @@ exit_status = 0
     fn left_out_lists_are_empty() {
         let text = FULL
             .replace("args = [\"-net\", \"none\"]\n", "")
-            .replace("reject = [\"panic\"]\n", "");
+            .replace("reject = [\"panic\"]\n", "")
+            .replace("modules = [\"virtio_blk\", \"ext4\"]\n", "");
+        let text = text.replace(
+            &text[text.find("disk = [").unwrap()..text.find("expect = [\"(?m)").unwrap()],
+            "",
+        );
         let job = parse_str(&text).unwrap();
         assert!(job.boot.args.is_empty());
         assert!(job.tests[1].reject.is_empty());
+        assert!(job.deploy.modules.is_empty());
+        assert!(job.boot.disks.is_empty());
+    }
+
+    #[test]
+    fn every_key_of_a_disk_must_be_written() {
+        for key in [
+            "file = \"disk.img\", ",
+            "size = \"64M\", ",
+            "mkfs = [\"mkfs.ext4\", \"-q\"], ",
+        ] {
+            let msg = job_error(&FULL.replace(key, ""));
+            let name = key.split(' ').next().unwrap();
+            assert!(
+                msg.starts_with("jobs/t.toml:36:") && msg.contains(&format!("missing field `{name}`")),
+                "{key}: {msg}"
+            );
+        }
+        let msg = job_error(&FULL.replace(", interface = \"virtio\"", ""));
+        assert!(msg.contains("missing field `interface`"), "{msg}");
+        let msg = job_error(&FULL.replace(
+            "interface = \"virtio\" }",
+            "interface = \"virtio\", cache = \"none\" }",
+        ));
+        assert!(
+            msg.starts_with("jobs/t.toml:36:") && msg.contains("unknown field `cache`"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_disk_is_a_plain_file_name_of_a_given_size() {
+        let msg = job_error(&FULL.replace("file = \"disk.img\"", "file = \"../disk.img\""));
+        assert!(
+            msg.starts_with("jobs/t.toml:36:18: a disk's `file` is a plain file name"),
+            "{msg}"
+        );
+        let msg = job_error(&FULL.replace("size = \"64M\"", "size = \"64MB\""));
+        assert!(
+            msg.starts_with("jobs/t.toml:36:37: a size is a number of bytes"),
+            "{msg}"
+        );
+        let two = FULL.replace("interface = \"virtio\" }]", "interface = \"virtio\" }, { file = \"disk.img\", size = \"1M\", mkfs = [], interface = \"ide\" }]");
+        let msg = job_error(&two);
+        assert!(msg.contains("two disks with the same `file`"), "{msg}");
+        let msg = job_error(&FULL.replace("file = \"disk.img\"", "file = \"console.log\""));
+        assert!(msg.contains("`console.log` is the run directory's own"), "{msg}");
+        let job = parse_str(&two.replace(
+            "{ file = \"disk.img\", size = \"1M\"",
+            "{ file = \"blank.img\", size = \"1M\"",
+        ))
+        .unwrap();
+        assert_eq!(job.boot.disks[1].size, 1 << 20);
+        assert!(job.boot.disks[1].mkfs.is_empty());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512"), Some(512));
+        assert_eq!(parse_size("4K"), Some(4096));
+        assert_eq!(parse_size("64M"), Some(64 << 20));
+        assert_eq!(parse_size("2G"), Some(2 << 30));
+        for bad in [
+            "",
+            "M",
+            "0",
+            "0M",
+            "1.5G",
+            "-1",
+            "64MB",
+            "64m",
+            " 64M",
+            "99999999999999999999G",
+        ] {
+            assert_eq!(parse_size(bad), None, "{bad}");
+        }
     }
 
     #[test]
@@ -641,7 +817,7 @@ exit_status = 0
     fn a_missing_scalar_is_an_error_naming_it() {
         let msg = job_error(&FULL.replace("memory = \"256M\"\n", ""));
         assert!(
-            msg.starts_with("jobs/t.toml:24:1: missing field `memory`"),
+            msg.starts_with("jobs/t.toml:25:1: missing field `memory`"),
             "{msg}"
         );
     }
@@ -650,7 +826,7 @@ exit_status = 0
     fn unknown_keys_are_errors_at_their_line_and_column() {
         let msg = job_error(&FULL.replace("smp = 1\n", "smp = 1\n  cores = 2\n"));
         assert!(
-            msg.starts_with("jobs/t.toml:31:3: unknown field `cores`"),
+            msg.starts_with("jobs/t.toml:32:3: unknown field `cores`"),
             "{msg}"
         );
         assert!(msg.contains("\n      cores = 2\n      ^"), "{msg}");
@@ -660,7 +836,7 @@ exit_status = 0
     fn a_wrong_type_is_an_error_at_the_value() {
         let msg = job_error(&FULL.replace("kvm_probe_timeout = 5", "kvm_probe_timeout = \"5s\""));
         assert!(
-            msg.starts_with("jobs/t.toml:26:21: invalid type: string \"5s\", expected u64"),
+            msg.starts_with("jobs/t.toml:27:21: invalid type: string \"5s\", expected u64"),
             "{msg}"
         );
     }
@@ -669,7 +845,7 @@ exit_status = 0
     fn an_unknown_accelerator_is_an_error() {
         let msg = job_error(&FULL.replace("accel = \"auto\"", "accel = \"xen\""));
         assert!(
-            msg.starts_with("jobs/t.toml:25:9: unknown variant `xen`"),
+            msg.starts_with("jobs/t.toml:26:9: unknown variant `xen`"),
             "{msg}"
         );
     }
@@ -677,25 +853,25 @@ exit_status = 0
     #[test]
     fn toml_syntax_errors_have_a_place() {
         let msg = job_error(&FULL.replace("smp = 1", "smp = = 1"));
-        assert!(msg.starts_with("jobs/t.toml:30:7: extra"), "{msg}");
+        assert!(msg.starts_with("jobs/t.toml:31:7: extra"), "{msg}");
     }
 
     #[test]
     fn a_bad_pattern_is_an_error_at_the_pattern() {
         let msg = job_error(&FULL.replace("expect = [\"tty\"]", "expect = [\"ok\", \"(tty\"]"));
-        assert!(msg.starts_with("jobs/t.toml:41:17: bad pattern:"), "{msg}");
+        assert!(msg.starts_with("jobs/t.toml:43:17: bad pattern:"), "{msg}");
     }
 
     #[test]
     fn a_test_needs_exactly_one_of_run_and_send() {
         let msg = job_error(&FULL.replace("send = \"exit\"", "send = \"exit\"\nrun = \"true\""));
         assert!(
-            msg.starts_with("jobs/t.toml:48:8: a test has either `run` or `send`"),
+            msg.starts_with("jobs/t.toml:50:8: a test has either `run` or `send`"),
             "{msg}"
         );
         let msg = job_error(&FULL.replace("run = \"initctl list\"\n", ""));
         assert!(
-            msg.starts_with("jobs/t.toml:38:1: a test needs `run` or `send`"),
+            msg.starts_with("jobs/t.toml:40:1: a test needs `run` or `send`"),
             "{msg}"
         );
     }
@@ -704,7 +880,7 @@ exit_status = 0
     fn run_is_a_single_line() {
         let msg = job_error(&FULL.replace("run = \"initctl list\"", "run = \"\"\"true\nfalse\"\"\""));
         assert!(
-            msg.starts_with("jobs/t.toml:40:7: `run` is one command line"),
+            msg.starts_with("jobs/t.toml:42:7: `run` is one command line"),
             "{msg}"
         );
     }

@@ -95,10 +95,7 @@ pub fn extract_vmlinux(image: &[u8], deadline: Instant) -> Result<Vec<u8>> {
 /// The unpacked `vmlinux` of the kernel `metapackage` depends on, from the
 /// cache or downloaded now; also says which kernel package it is.
 pub fn vmlinux(cache: &Cache, metapackage: &str, deadline: Instant) -> Result<(PathBuf, Outcome, String)> {
-    let meta = debian::candidate(metapackage, cache, deadline)?;
-    let name = debian::dependency_with_prefix(&meta.depends, "linux-image-")
-        .ok_or_else(|| Failure::infra(format!("{metapackage} depends on no linux-image-* package")))?;
-    let package = debian::candidate(&name, cache, deadline)?;
+    let package = package(cache, metapackage, deadline)?;
     let mut key = KeyBuilder::new("kernel", 1);
     key.field("deb-sha256", package.sha256.as_bytes());
     let label = format!("{} {}", package.name, package.version);
@@ -116,6 +113,15 @@ pub fn vmlinux(cache: &Cache, metapackage: &str, deadline: Instant) -> Result<(P
         Ok(())
     })?;
     Ok((path, outcome, label))
+}
+
+/// The versioned kernel package `metapackage` depends on (the one whose
+/// kernel boots and whose modules go into the image).
+pub fn package(cache: &Cache, metapackage: &str, deadline: Instant) -> Result<debian::Package> {
+    let meta = debian::candidate(metapackage, cache, deadline)?;
+    let name = debian::dependency_with_prefix(&meta.depends, "linux-image-")
+        .ok_or_else(|| Failure::infra(format!("{metapackage} depends on no linux-image-* package")))?;
+    debian::candidate(&name, cache, deadline)
 }
 
 fn find_vmlinuz(boot: &Path) -> Result<PathBuf> {

@@ -4,9 +4,11 @@
 //! each logged with a level number ([`level`]):
 //!
 //! 1. **deploy** builds `init` and `initctl` as static binaries and
-//!    assembles an initramfs with them, job files and busybox;
+//!    assembles an initramfs with them, job files, busybox and kernel
+//!    modules ([`modules`]);
 //! 2. **boot** starts QEMU (KVM when usable, else TCG: [`accel`]) on a
-//!    Debian kernel with the initramfs, and waits for the console prompts;
+//!    Debian kernel with the initramfs and the job's disk images
+//!    ([`disk`]), and waits for the console prompts;
 //! 3. **test** types commands at the serial console and matches their
 //!    output ([`console`]);
 //! 4. **finalize** copies log files out, powers the VM off and checks that
@@ -24,11 +26,13 @@ pub mod console;
 pub mod cpio;
 pub mod debian;
 pub mod deploy;
+pub mod disk;
 pub mod error;
 pub mod exec;
 pub mod job;
 pub mod kernel;
 pub mod level;
+pub mod modules;
 pub mod qemu;
 pub mod run;
 pub mod static_build;

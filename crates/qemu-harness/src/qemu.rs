@@ -44,6 +44,8 @@ pub struct Launch {
     pub kernel: PathBuf,
     pub initrd: Option<PathBuf>,
     pub append: String,
+    /// `-drive` values (see [`crate::disk::drive_arg`]).
+    pub drives: Vec<String>,
     pub args: Vec<String>,
 }
 
@@ -63,6 +65,7 @@ impl Launch {
             kernel: kernel.to_path_buf(),
             initrd: initrd.map(Path::to_path_buf),
             append: boot.append.clone(),
+            drives: Vec::new(),
             args: boot.args.clone(),
         }
     }
@@ -90,6 +93,9 @@ impl Launch {
                 a.extend(["-display", "none", "-serial", "stdio", "-monitor", "none"].map(String::from))
             }
             ConsoleMode::Terminal => a.push("-nographic".into()),
+        }
+        for d in &self.drives {
+            a.extend(["-drive".into(), d.clone()]);
         }
         a.extend(self.args.iter().cloned());
         a
@@ -288,6 +294,7 @@ mod tests {
             kernel: "/k/vmlinux".into(),
             initrd: Some("/c/initramfs.cpio".into()),
             append: "console=ttyS0 panic=-1".into(),
+            drives: Vec::new(),
             args: vec!["-net".into(), "none".into()],
         }
     }
@@ -298,6 +305,22 @@ mod tests {
             launch(false).args(ConsoleMode::Pipes).join(" "),
             "-accel tcg -cpu max -m 256M -smp 1 -kernel /k/vmlinux -initrd /c/initramfs.cpio \
              -append console=ttyS0 panic=-1 -no-reboot -display none -serial stdio -monitor none -net none"
+        );
+    }
+
+    #[test]
+    fn disks_are_drives_before_the_jobs_own_arguments() {
+        let mut l = launch(false);
+        l.drives = vec![
+            "file=/r/a.img,format=raw,if=virtio".into(),
+            "file=/r/b.img,format=raw,if=ide".into(),
+        ];
+        assert!(
+            l.args(ConsoleMode::Pipes).join(" ").ends_with(
+                "-monitor none -drive file=/r/a.img,format=raw,if=virtio -drive file=/r/b.img,format=raw,if=ide -net none"
+            ),
+            "{:?}",
+            l.args(ConsoleMode::Pipes)
         );
     }
 

@@ -4,9 +4,10 @@
 //!
 //! A run writes to `target/qemu-harness/runs/JOB/`: `harness.log` (the
 //! level-numbered lines), `build.log` (cargo's output), `console.log`
-//! (everything the VM printed, every boot attempt) and `guest/` (the files
-//! finalize copied out of the VM). When a test fails, the files are still
-//! copied out if the console answers, so the job logs are there to read.
+//! (everything the VM printed, every boot attempt), `guest/` (the files
+//! finalize copied out of the VM) and the job's disk images, as the VM
+//! left them. When a test fails, the files are still copied out if the
+//! console answers, so the job logs are there to read.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -22,7 +23,7 @@ use crate::error::{Failure, Kind, Result};
 use crate::job::{Action, Boot, Finalize, Job, Limits, Test};
 use crate::level::{Level, Log};
 use crate::qemu::{self, Launch, Vm};
-use crate::{exec, kernel};
+use crate::{disk, exec, kernel};
 
 /// Where a run finds the workspace and keeps its artifacts.
 #[derive(Debug, Clone)]
@@ -80,17 +81,19 @@ pub fn run(job: &Job, opts: &Options, log: &Log) -> Result<Report> {
     let l1 = Level::root(1);
     log.line(&l1, "deploy", "initramfs");
     let initramfs = with_retries(log, &l1, "deploy", job.deploy.limits, |deadline| {
-        deploy::deploy(&lab, &job.deploy, &l1, deadline)
+        deploy::deploy(&lab, &job.deploy, &job.boot.kernel_package, &l1, deadline)
     })?;
 
     let l2 = Level::root(2);
     let (vmlinux, kvm) = prepare_boot(&lab, &job.boot, &l2)?;
     report.accel = if kvm { "kvm" } else { "tcg" }.into();
-    let launch = Launch::from_boot(&job.boot, kvm, &vmlinux, Some(&initramfs));
+    let mut launch = Launch::from_boot(&job.boot, kvm, &vmlinux, Some(&initramfs));
+    launch.drives = drives(&job.boot, &run_dir);
     let console_log = run_dir.join("console.log");
     qemu::new_console_log(&console_log)?;
     let l23 = l2.child(3);
     let mut vm = with_retries(log, &l23, "boot/qemu", job.boot.limits, |deadline| {
+        make_disks(log, &l23, &job.boot, &run_dir, deadline)?;
         boot(log, &l23, &launch, &job.boot, &console_log, deadline, &mut report)
     })?;
     let mut session = Session {
@@ -149,17 +152,53 @@ pub fn interactive(job: &Job, opts: &Options, log: &Log) -> Result<std::process:
     };
     let l1 = Level::root(1);
     let initramfs = with_retries(log, &l1, "deploy", job.deploy.limits, |deadline| {
-        deploy::deploy(&lab, &job.deploy, &l1, deadline)
+        deploy::deploy(&lab, &job.deploy, &job.boot.kernel_package, &l1, deadline)
     })?;
     let l2 = Level::root(2);
     let (vmlinux, kvm) = prepare_boot(&lab, &job.boot, &l2)?;
-    let launch = Launch::from_boot(&job.boot, kvm, &vmlinux, Some(&initramfs));
+    let mut launch = Launch::from_boot(&job.boot, kvm, &vmlinux, Some(&initramfs));
+    launch.drives = drives(&job.boot, &run_dir);
+    let deadline = Instant::now() + job.boot.limits.timeout;
+    make_disks(log, &l2.child(3), &job.boot, &run_dir, deadline)
+        .map_err(|f| f.in_action(&l2.child(3), "boot/disk"))?;
     log.line(
         &l2.child(3),
         "boot/qemu",
         "interactive: the serial console is this terminal; Ctrl-A X quits",
     );
     qemu::interactive(&launch).map_err(|f| f.in_action(&l2.child(3), "boot/qemu"))
+}
+
+/// The `-drive` values of the job's disks, which live in `run_dir`.
+fn drives(boot: &Boot, run_dir: &Path) -> Vec<String> {
+    boot.disks
+        .iter()
+        .map(|d| disk::drive_arg(&run_dir.join(&d.file), &d.interface))
+        .collect()
+}
+
+/// Makes the job's disk images afresh (before every boot attempt: a retry
+/// starts from the same blank file systems).
+fn make_disks(log: &Log, level: &Level, boot: &Boot, run_dir: &Path, deadline: Instant) -> Result<()> {
+    for d in &boot.disks {
+        let path = disk::make(d, run_dir, deadline).map_err(|f| f.in_action(level, "boot/disk"))?;
+        let how = if d.mkfs.is_empty() {
+            "blank".to_string()
+        } else {
+            d.mkfs.join(" ")
+        };
+        log.line(
+            level,
+            "boot/disk",
+            &format!(
+                "{} ({} MiB, {how}) as if={}",
+                path.display(),
+                d.size >> 20,
+                d.interface
+            ),
+        );
+    }
+    Ok(())
 }
 
 /// Tries `f` once, and again up to `limits.retries` times when it fails

@@ -25,7 +25,8 @@ fn the_placeholder_job_boots_runs_its_tests_and_powers_off() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     for level in [
         "1.1 deploy/build",
-        "1.3 deploy/initramfs",
+        "1.3 deploy/modules",
+        "1.4 deploy/initramfs",
         "2.2 boot/accel",
         "3.3 test/",
         "4.2 finalize/poweroff",
@@ -86,6 +87,31 @@ fn a_prompt_that_never_comes_fails_at_the_boot_timeout_not_later() {
     assert!(run.console().contains("Linux version"), "{}", run.console());
     // One boot attempt of 20 s (and a cached deploy): well under this.
     assert!(run.elapsed < Duration::from_secs(90), "{:?}", run.elapsed);
+}
+
+#[test]
+fn every_shipped_job_file_is_valid() {
+    let dir = common::workspace().join("crates/qemu-harness/jobs");
+    let mut jobs: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().display().to_string())
+        .filter(|p| p.ends_with(".toml"))
+        .collect();
+    jobs.sort();
+    assert!(jobs.iter().any(|j| j.ends_with("/vm.toml")), "{jobs:?}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_qemu-harness"))
+        .arg("check")
+        .args(&jobs)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.matches(": ok (").count(), jobs.len(), "{stdout}");
 }
 
 #[test]
