@@ -289,9 +289,15 @@ fn poweroff_kills_what_ignores_sigterm() {
     assert_eq!(status.code(), Some(0), "{status}\n{}", s.daemon_log());
     let log = s.daemon_log();
     assert!(log.contains("sending SIGTERM to the processes left"), "{log}");
-    assert!(log.contains("sending SIGKILL to the processes alive 5 s after SIGTERM"), "{log}");
+    assert!(
+        log.contains("sending SIGKILL to the processes alive 5 s after SIGTERM"),
+        "{log}"
+    );
     assert!(!log.contains("survived SIGKILL"), "{log}");
-    assert!(upshot_tests::proc_info(ignorer).is_none(), "the term-ignorer is gone");
+    assert!(
+        upshot_tests::proc_info(ignorer).is_none(),
+        "the term-ignorer is gone"
+    );
 }
 
 /// The `reboot` link: `shutdown TYPE=reboot`, `runlevel RUNLEVEL=6`, exit 0.
