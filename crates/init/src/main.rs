@@ -139,7 +139,8 @@ fn system_main(argv: &[OsString]) -> ! {
 
 fn system_run(argv: &[OsString]) {
     let setup = pid1::early_setup();
-    let (cli, ignored, errors) = kernel_args(argv);
+    let argv = with_env_options(argv, std::env::vars_os());
+    let (cli, ignored, errors) = kernel_args(&argv);
     logging::init_with(
         logging::level(cli.quiet, cli.verbose, cli.debug),
         setup.place == Place::Machine,
@@ -187,6 +188,23 @@ const UPSTART_UNIMPLEMENTED_FLAGS: &[&str] = &[
     "--write-state-file",
 ];
 const UPSTART_UNIMPLEMENTED_VALUES: &[&str] = &["--state-fd"];
+
+/// The kernel hands process 1 a word of its command line that holds `=`
+/// (before any `--`) as an environment variable, not as an argument: so
+/// `--logdir=/var/log/x` arrives as the variable `--logdir`. Such
+/// variables are taken back as arguments, after the real ones.
+fn with_env_options(argv: &[OsString], env: impl Iterator<Item = (OsString, OsString)>) -> Vec<OsString> {
+    let mut all = argv.to_vec();
+    for (key, value) in env {
+        if key.as_encoded_bytes().starts_with(b"--") {
+            let mut word = key;
+            word.push("=");
+            word.push(value);
+            all.push(word);
+        }
+    }
+    all
+}
 
 /// Reads the command line of a system init: the options it takes, what
 /// it ignores, and what was wrong. The kernel passes init every word of
@@ -419,6 +437,24 @@ mod tests {
         assert_eq!(cli.inject_panic_on_event.as_deref(), Some("boom"));
         assert_eq!(startup_event(&cli).as_deref(), Some("go"));
         assert!(ignored.is_empty() && errors.is_empty());
+    }
+
+    #[test]
+    fn options_the_kernel_put_in_the_environment_are_arguments() {
+        let argv: Vec<OsString> = ["/sbin/init", "--verbose"].map(OsString::from).to_vec();
+        let env = [
+            ("HOME", "/"),
+            ("--logdir", "/var/log/x"),
+            ("TERM", "linux"),
+            ("--confdir", "/etc/y"),
+        ]
+        .map(|(k, v)| (OsString::from(k), OsString::from(v)));
+        let all = with_env_options(&argv, env.into_iter());
+        let (cli, ignored, errors) = kernel_args(&all);
+        assert!(cli.verbose);
+        assert_eq!(cli.logdir, Some(PathBuf::from("/var/log/x")));
+        assert_eq!(cli.confdir, [PathBuf::from("/etc/y")]);
+        assert!(ignored.is_empty() && errors.is_empty(), "{ignored:?} {errors:?}");
     }
 
     #[test]
