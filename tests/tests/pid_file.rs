@@ -10,11 +10,12 @@ use nix::unistd::Pid;
 use upshot_tests::{Session, alive};
 
 /// A main process that, on SIGUSR1, starts its successor (a `sleep`),
-/// writes the successor's pid to the pid file, and exits 0: the successor
+/// writes the successor's pid to the pid file (and to `successor`), and
+/// exits 0: the successor
 /// is orphaned to the session init, tagged with the job's environment.
 fn job(pid_file: bool) -> String {
     format!(
-        "{}respawn\nscript\n  trap 'sleep 1000 & echo $! > @OUT@/svc.pid.new; mv @OUT@/svc.pid.new @OUT@/svc.pid; exit 0' USR1\n  echo $$ > @OUT@/svc.pid\n  while :; do sleep 0.05; done\nend script\n",
+        "{}respawn\nscript\n  trap 'sleep 1000 & echo $! > @OUT@/svc.pid.new; cp @OUT@/svc.pid.new @OUT@/successor; mv @OUT@/svc.pid.new @OUT@/svc.pid; exit 0' USR1\n  echo $$ > @OUT@/svc.pid\n  while :; do sleep 0.05; done\nend script\n",
         if pid_file { "pid file @OUT@/svc.pid\n" } else { "" }
     )
 }
@@ -36,10 +37,11 @@ fn hand_over(s: &mut Session) -> (i32, i32) {
         s.read_out("svc.pid") == Some(format!("{old}\n"))
     });
     kill(Pid::from_raw(old), Signal::SIGUSR1).expect("signal the main process");
+    // Read from a file of its own: without the stanza the respawned main
+    // process soon writes its pid over svc.pid.
     let successor = s.wait_for_value("the successor's pid", |s| {
-        let text = s.read_out("svc.pid")?;
-        let pid: i32 = text.trim().parse().ok()?;
-        (pid != old).then_some(pid)
+        let text = s.read_out("successor")?;
+        text.trim().parse().ok()
     });
     s.wait_for("the old main process to end", |_| !alive(old));
     (old, successor)
