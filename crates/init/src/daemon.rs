@@ -859,6 +859,17 @@ impl Daemon {
             }
             return;
         }
+        if self.system_shutdown.is_some() {
+            // Every process left after the jobs gets SIGTERM, then SIGKILL,
+            // a moment later anyway (`check_system_shutdown`): the process
+            // and its group are signalled now, without a scan of /proc
+            // (~25 ms of a TCG VM's power-off).
+            if let Err(e) = kill::signal_pid(pid, None, sig) {
+                tracing::warn!("{}: unable to send {sig} to {pid}: {e}", key.display());
+            }
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), sig);
+            return;
+        }
         let cutoff = kill::now_ticks();
         let main = process == ProcessKind::Main;
         // One scan of /proc serves every kill of a loop iteration (a
