@@ -25,17 +25,23 @@ pub struct Triple {
     pub crt_static_flag: bool,
 }
 
-/// Chooses the triple: `installed` says whether the musl standard library
-/// is there, `add` tries to add it (and says whether that worked).
-pub fn choose(target: Target, installed: bool, add: impl FnOnce() -> Result<()>) -> Result<Triple> {
-    let musl = Triple {
+impl Triple {
+    /// musl: static by default.
+    pub const MUSL: Triple = Triple {
         name: MUSL,
         crt_static_flag: false,
     };
-    let gnu = Triple {
+    /// glibc, made static with `+crt-static`.
+    pub const GNU_STATIC: Triple = Triple {
         name: GNU,
         crt_static_flag: true,
     };
+}
+
+/// Chooses the triple: `installed` says whether the musl standard library
+/// is there, `add` tries to add it (and says whether that worked).
+pub fn choose(target: Target, installed: bool, add: impl FnOnce() -> Result<()>) -> Result<Triple> {
+    let (musl, gnu) = (Triple::MUSL, Triple::GNU_STATIC);
     match target {
         Target::GnuStatic => Ok(gnu),
         Target::Musl if installed => Ok(musl),
@@ -158,10 +164,7 @@ pub fn build(
         Err(f) if spec.target == Target::Auto && triple.name == MUSL => {
             // A workspace that does not build for musl (a glibc-only call)
             // can still be had static with glibc.
-            let gnu = Triple {
-                name: GNU,
-                crt_static_flag: true,
-            };
+            let gnu = Triple::GNU_STATIC;
             let paths = cargo_build(workspace, &gnu, (profile, spec.pie), binaries, log, deadline)?;
             Ok((gnu, paths, Some(f.message)))
         }
@@ -226,13 +229,7 @@ mod tests {
     #[test]
     fn auto_falls_back_to_static_glibc() {
         let t = choose(Target::Auto, false, || Err(Failure::infra("offline"))).unwrap();
-        assert_eq!(
-            t,
-            Triple {
-                name: GNU,
-                crt_static_flag: true
-            }
-        );
+        assert_eq!(t, Triple::GNU_STATIC);
         assert!(choose(Target::Musl, false, || Err(Failure::infra("offline"))).is_err());
         assert_eq!(choose(Target::GnuStatic, true, never).unwrap().name, GNU);
     }
@@ -245,10 +242,7 @@ mod tests {
             path: "/x".into(),
         };
         let args = cargo_args(
-            &Triple {
-                name: MUSL,
-                crt_static_flag: false,
-            },
+            &Triple::MUSL,
             "release",
             &[bin("init", "init"), bin("initctl", "initctl")],
         );
@@ -257,14 +251,8 @@ mod tests {
             "build --profile release --target x86_64-unknown-linux-musl -p init -p initctl --bin init --bin initctl"
         );
         assert_eq!(profile_dir("dev"), "debug");
-        let musl = Triple {
-            name: MUSL,
-            crt_static_flag: false,
-        };
-        let gnu = Triple {
-            name: GNU,
-            crt_static_flag: true,
-        };
+        let musl = Triple::MUSL;
+        let gnu = Triple::GNU_STATIC;
         assert_eq!(rustflags(&musl, true), "");
         assert_eq!(rustflags(&musl, false), "-C relocation-model=static");
         assert_eq!(

@@ -15,19 +15,8 @@ fn the_vm_job_boots_init_passes_its_checks_and_powers_off_cleanly() {
         return;
     }
     let run = run_job("vm", "vm");
-    assert_eq!(run.code, 0, "{}", run.stderr);
     // Every test of the job ran and passed, in order.
-    let job = common::shipped("vm");
-    let tests = job.matches("[[test]]").count();
-    assert!(tests >= 10, "{tests}");
-    for n in 1..=tests {
-        assert!(
-            run.stderr.contains(&format!(" 3.{n} test/")),
-            "no test 3.{n}:\n{}",
-            run.stderr
-        );
-    }
-    assert!(run.stderr.contains("QEMU exited with 0"), "{}", run.stderr);
+    run.assert_passed_every_test(&common::shipped("vm"), 10);
     let console = run.console();
     let shutdown = console
         .find("init: system shutdown (poweroff): stopping every job")

@@ -39,6 +39,22 @@ impl Run {
     pub fn console(&self) -> String {
         std::fs::read_to_string(self.run_dir.join("console.log")).unwrap_or_default()
     }
+
+    /// The run passed, every one of the `job_text`'s tests (at least
+    /// `min`) ran in order, and QEMU exited 0.
+    pub fn assert_passed_every_test(&self, job_text: &str, min: usize) {
+        assert_eq!(self.code, 0, "{}", self.stderr);
+        let tests = job_text.matches("[[test]]").count();
+        assert!(tests >= min, "{tests}");
+        for n in 1..=tests {
+            assert!(
+                self.stderr.contains(&format!(" 3.{n} test/")),
+                "no test 3.{n}:\n{}",
+                self.stderr
+            );
+        }
+        assert!(self.stderr.contains("QEMU exited with 0"), "{}", self.stderr);
+    }
 }
 
 /// Writes `text` as a job file named after its `name` key and runs it.
