@@ -49,14 +49,15 @@ fn main() {
     );
     // syslogd.conf: it forks; the parent's exit is waited for.
     run(command("syslogd").args(["-O", "/var/log/messages"]));
+    // The runlevel event starts console.conf and httpd.conf, in that
+    // order (upshot starts an event's jobs in the order of their names).
+    let mut shell = console_shell();
     // httpd.conf: pre-start, then the backgrounding subshell.
     sh(
         "mkdir -p /srv/www; echo \"upshot on $(hostname), kernel $(uname -r)\" > /srv/www/index.html",
         None,
     );
     sh("(exec httpd -f -p 127.0.0.1:80 -h /srv/www &)", None);
-    // console.conf
-    let mut shell = console_shell();
     // ready.conf
     println!("upshot-vm: all jobs running");
 
