@@ -142,6 +142,20 @@ impl Upstart {
         B: Serialize + DynamicType,
         R: for<'d> DynamicDeserialize<'d>,
     {
+        if self.flags.is_empty() {
+            // A private socket: a plain call, without a proxy's set-up.
+            let reply = self
+                .conn
+                .call_method(
+                    Some(self.destination.as_str()),
+                    path,
+                    Some(interface),
+                    method,
+                    body,
+                )
+                .await?;
+            return Ok(reply.body().deserialize()?);
+        }
         let proxy: Proxy<'_> = zbus::proxy::Builder::new(&self.conn)
             .destination(self.destination.as_str())
             .path(path)
