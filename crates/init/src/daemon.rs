@@ -863,11 +863,13 @@ impl Daemon {
             // Every process left after the jobs gets SIGTERM, then SIGKILL,
             // a moment later anyway (`check_system_shutdown`): the process
             // and its group are signalled now, without a scan of /proc
-            // (~25 ms of a TCG VM's power-off).
-            if let Err(e) = kill::signal_pid(pid, None, sig) {
+            // (~25 ms of a TCG VM's power-off). The pid is that of a child
+            // not yet reaped, so it cannot have been reused.
+            let pid = nix::unistd::Pid::from_raw(pid);
+            if let Err(e) = nix::sys::signal::kill(pid, sig) {
                 tracing::warn!("{}: unable to send {sig} to {pid}: {e}", key.display());
             }
-            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), sig);
+            let _ = nix::sys::signal::killpg(pid, sig);
             return;
         }
         let cutoff = kill::now_ticks();

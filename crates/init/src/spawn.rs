@@ -725,14 +725,26 @@ pub fn spawn(plan: &SpawnPlan) -> Result<Child, SpawnError> {
         slave: pty.as_ref().map(|(_, slave)| slave.as_raw_fd()),
         script: script_pipe.as_ref().map(|(r, _)| r.as_raw_fd()),
     };
-    let mut stack = vec![0u8; CHILD_STACK];
-    // SAFETY: one past the end of `stack`, rounded down to 16 bytes as the
-    // ABI wants; the stack grows down from there.
-    let top = (unsafe { stack.as_mut_ptr().add(stack.len()) } as usize) & !15;
+    // The child's stack, kept from one spawn to the next (only one child
+    // runs on it at a time: CLONE_VFORK holds this thread until it has
+    // exec'd or exited); freeing it each time would unmap it, and a TLB
+    // flush per job is dear under emulation.
+    thread_local! {
+        static STACK: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let top = STACK.with_borrow_mut(|stack| {
+        if stack.len() < CHILD_STACK {
+            *stack = vec![0u8; CHILD_STACK];
+        }
+        // SAFETY: one past the end of `stack`, rounded down to 16 bytes as
+        // the ABI wants; the stack grows down from there.
+        (unsafe { stack.as_mut_ptr().add(stack.len()) } as usize) & !15
+    });
     // SAFETY: the child only runs `child_main`, which makes raw system calls
     // on memory prepared before the clone and never returns (it execs or
     // `_exit`s); it allocates nothing and takes no lock. `ctx` and `stack`
-    // outlive it: CLONE_VFORK holds this thread until the exec or exit.
+    // outlive it (the stack is the thread's, kept): CLONE_VFORK holds this
+    // thread until the exec or exit.
     let cloned = unsafe {
         libc::clone(
             trampoline,
@@ -741,7 +753,6 @@ pub fn spawn(plan: &SpawnPlan) -> Result<Child, SpawnError> {
             (&mut ctx as *mut Ctx).cast(),
         )
     };
-    drop(stack);
     let pid = if cloned < 0 {
         let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
         return Err(SpawnError::new("fork", Errno::last()));

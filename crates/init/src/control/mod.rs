@@ -167,7 +167,7 @@ impl Control {
     pub fn flush(&self, timeout: Duration) {
         let deadline = std::time::Instant::now() + timeout;
         while self.bridge.writers.load(Ordering::Acquire) > 0 && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 
