@@ -6,7 +6,7 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use upshot_tests::{Session, alive, init_binary, initctl_binary};
+use upshot_tests::{Session, alive, initctl_binary};
 
 /// What a run of `initctl` gave.
 #[derive(Debug)]
@@ -287,29 +287,6 @@ fn links_act_as_their_command() {
     run("status", &[]).fails("status: missing job name\nTry `status --help' for more information.\n");
     assert_eq!(run("emit", &["hello", "NAME=link"]).ok(), "");
     assert_eq!(run("stop", &["idle"]).ok(), "idle stop/waiting\n");
-}
-
-/// The init binary is initctl too when it is called by initctl's name or
-/// one of its link names (the VM image has no initctl binary of its own).
-#[test]
-fn init_called_initctl_or_start_is_initctl() {
-    let s = session();
-    let dir = s.root().join("init-links");
-    std::fs::create_dir_all(&dir).unwrap();
-    for name in ["initctl", "start", "stop", "status"] {
-        let _ = symlink(init_binary(), dir.join(name));
-    }
-    let run = |name: &str, args: &[&str]| run_program(&s, &dir.join(name), args, &[]);
-    assert!(run("initctl", &["version"]).ok().starts_with("init (upshot "));
-    let pid = running_pid(run("start", &["idle"]).ok(), "idle");
-    assert_eq!(
-        run("initctl", &["status", "idle"]).ok(),
-        format!("idle start/running, process {pid}\n")
-    );
-    run("status", &["nope"]).fails("status: Unknown job: nope\n");
-    assert_eq!(run("stop", &["idle"]).ok(), "idle stop/waiting\n");
-    run("initctl", &["bogus"])
-        .fails("initctl: invalid command: bogus\nTry `initctl --help' for more information.\n");
 }
 
 #[test]

@@ -152,6 +152,7 @@ fn variants(mut vm: Job) -> (Job, Job) {
         package: "baseline-init".into(),
         bin: "baseline-init".into(),
         path: "/sbin/baseline-init".into(),
+        features: Vec::new(),
     });
     vm.tests.truncate(1);
     vm.finalize.collect.clear();

@@ -106,6 +106,8 @@ pub struct Binary {
     pub package: String,
     pub bin: String,
     pub path: String,
+    /// Cargo features of `package` to build it with.
+    pub features: Vec<String>,
 }
 
 /// busybox from a Debian package, with a link per applet in `dir`.
@@ -599,7 +601,7 @@ profile = "release"
 strip = true
 pie = false
 dirs = ["/proc", "/sys"]
-binary = [{ package = "init", bin = "init", path = "/sbin/init" }]
+binary = [{ package = "init", bin = "init", path = "/sbin/init", features = ["initctl"] }]
 busybox = { package = "busybox-static", dir = "/bin", skip = ["init"] }
 copy = [{ from = "Cargo.toml", to = "/etc/Cargo.toml", mode = 0o644 }]
 link = [{ path = "/sbin/start", target = "initctl" }]

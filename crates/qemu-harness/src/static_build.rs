@@ -121,6 +121,15 @@ pub fn cargo_args(triple: &Triple, profile: &str, binaries: &[Binary]) -> Vec<St
     for b in binaries {
         args.extend(["--bin".to_string(), b.bin.clone()]);
     }
+    let mut features: Vec<String> = binaries
+        .iter()
+        .flat_map(|b| b.features.iter().map(|f| format!("{}/{f}", b.package)))
+        .collect();
+    features.sort_unstable();
+    features.dedup();
+    if !features.is_empty() {
+        args.extend(["--features".to_string(), features.join(",")]);
+    }
     args
 }
 
@@ -240,6 +249,11 @@ mod tests {
             package: package.into(),
             bin: bin.into(),
             path: "/x".into(),
+            features: if bin == "init" {
+                vec!["initctl".into()]
+            } else {
+                Vec::new()
+            },
         };
         let args = cargo_args(
             &Triple::MUSL,
@@ -248,7 +262,7 @@ mod tests {
         );
         assert_eq!(
             args.join(" "),
-            "build --profile release --target x86_64-unknown-linux-musl -p init -p initctl --bin init --bin initctl"
+            "build --profile release --target x86_64-unknown-linux-musl -p init -p initctl --bin init --bin initctl --features init/initctl"
         );
         assert_eq!(profile_dir("dev"), "debug");
         let musl = Triple::MUSL;
