@@ -16,12 +16,13 @@
 //!   counted as ready plus the time from typing the command to the exit
 //!   (what the harness waits in between, for a prompt, is left out).
 //!
-//! Both run with the `vm` job's vCPUs (2, the host's cores: independent
-//! jobs start in parallel), and again with 1 vCPU, where whatever upshot
-//! does beyond the baseline (its D-Bus thread, the first `initctl` and its
-//! server side, job bookkeeping, log ptys) is added time. Target: upshot
-//! within 1.1× of the baseline. `UPSHOT_BENCH_ROUNDS` sets the rounds per
-//! init and vCPU count (default 5).
+//! Both run with the `vm` job's vCPUs (one: whatever upshot does beyond
+//! the baseline, its D-Bus thread, the first `initctl` and its server
+//! side, job bookkeeping, log ptys, is added time there), and again with
+//! one vCPU should the job have more. Target: upshot within 1.1× of the
+//! baseline. `UPSHOT_BENCH_ROUNDS` sets the rounds per init and vCPU count
+//! (default 5; the first round of each builds and is slower: use 15 for
+//! figures).
 
 use std::path::Path;
 use std::time::Duration;
