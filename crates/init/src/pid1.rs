@@ -383,8 +383,8 @@ pub fn rest_alive() -> bool {
     !matches!(waitid(Id::All, flags), Err(Errno::ECHILD))
 }
 
-/// Sends `signal` to every process but us (`kill(-1)`: the kernel skips
-/// process 1 and its own threads, which ignore signals anyway).
+/// Sends `signal` to every process but us (`kill(-1)` reaches all but
+/// process 1 and the caller; the kernel's own threads ignore it).
 pub fn signal_rest(signal: Signal) {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(-1), signal);
 }
