@@ -1028,8 +1028,7 @@ impl Daemon {
                     if let Some(logs) = self.logs.as_mut() {
                         logs.drain();
                     }
-                    self.reap();
-                    if pid1::rest_alive() {
+                    if self.rest_left() {
                         tracing::info!("sending SIGTERM to the processes left");
                     }
                     // Those entered from outside (not our children) too.
@@ -1038,8 +1037,7 @@ impl Daemon {
                     s.until = now + pid1::TERM_GRACE.as_micros() as Time;
                 }
                 Phase::Term => {
-                    self.reap();
-                    let alive = pid1::rest_alive();
+                    let alive = self.rest_left();
                     if alive && now < s.until {
                         break;
                     }
@@ -1054,9 +1052,7 @@ impl Daemon {
                     s.until = now + pid1::KILL_GRACE.as_micros() as Time;
                 }
                 Phase::Kill => {
-                    // Those that were our children are reaped first.
-                    self.reap();
-                    let alive = pid1::rest_alive();
+                    let alive = self.rest_left();
                     if alive && now < s.until {
                         break;
                     }
@@ -1077,6 +1073,13 @@ impl Daemon {
             }
         }
         self.system_shutdown = Some(s);
+    }
+
+    /// Whether processes are left at the end of a system shutdown, once
+    /// the children that ended are reaped.
+    fn rest_left(&mut self) -> bool {
+        self.reap();
+        pid1::rest_alive()
     }
 
     fn check_shutdown(&mut self) {

@@ -98,8 +98,12 @@ struct Cli {
 
 fn main() -> ExitCode {
     let argv: Vec<OsString> = std::env::args_os().collect();
+    // With the `initctl` feature, init called `initctl` or by one of its
+    // link names is initctl (and exits).
     #[cfg(feature = "initctl")]
-    as_initctl(&argv);
+    if initctl::answers_to(argv.first().and_then(|a| a.to_str())) {
+        initctl::process_main();
+    }
     let has = |flag: &str| argv.iter().skip(1).any(|a| a == flag);
     if pid1::is_pid1() && !has("--user") && !has("--check") {
         system_main(&argv);
@@ -128,20 +132,6 @@ fn main() -> ExitCode {
     logging::init(logging::level(cli.quiet, cli.verbose, cli.debug));
     let code = daemon::run(user_options(&cli));
     ExitCode::from(code.clamp(0, 255) as u8)
-}
-
-/// With the `initctl` feature: called `initctl` or by one of initctl's
-/// link names, this process is initctl (and exits).
-#[cfg(feature = "initctl")]
-fn as_initctl(argv: &[OsString]) {
-    let program = initctl::args::program_name(argv.first().and_then(|a| a.to_str()));
-    if program == "initctl" || initctl::args::LINK_NAMES.contains(&program.as_str()) {
-        // SAFETY: restoring a default signal disposition before any thread exists.
-        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-        let argv: Vec<String> = argv.iter().map(|a| a.to_string_lossy().into_owned()).collect();
-        let status = initctl::main_with(&argv, &initctl::commands::Env::from_process());
-        std::process::exit(status);
-    }
 }
 
 /// The system init: early set-up, the command line the kernel (or

@@ -21,6 +21,27 @@ pub mod transport;
 
 use std::io::Write;
 
+/// Whether a program called `argv0` is initctl: by its own name or by
+/// the name of one of its links (`start`, `stop`...).
+pub fn answers_to(argv0: Option<&str>) -> bool {
+    let program = args::program_name(argv0);
+    program == "initctl" || args::LINK_NAMES.contains(&program.as_str())
+}
+
+/// `initctl` as a whole process, with this process's command line and
+/// environment: it exits with the command's status.
+pub fn process_main() -> ! {
+    // Like a C program, die quietly when a reader goes away
+    // (`initctl list | head -1`).
+    // SAFETY: restoring a default signal disposition; called before any
+    // thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    let argv: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    std::process::exit(main_with(&argv, &commands::Env::from_process()))
+}
+
 /// Runs `initctl` with this command line and environment; returns the
 /// exit status.
 pub fn main_with(argv: &[String], env: &commands::Env) -> i32 {
