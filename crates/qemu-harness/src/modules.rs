@@ -41,49 +41,24 @@ pub struct Module {
 /// The `key=value` strings of an ELF object's `.modinfo` section (64-bit
 /// little-endian, as x86-64 modules are).
 pub fn modinfo(elf: &[u8]) -> std::result::Result<Vec<(String, String)>, String> {
-    let u16_at =
-        |at: usize| -> Option<u64> { Some(u16::from_le_bytes(elf.get(at..at + 2)?.try_into().ok()?) as u64) };
-    let u32_at =
-        |at: usize| -> Option<u64> { Some(u32::from_le_bytes(elf.get(at..at + 4)?.try_into().ok()?) as u64) };
-    let u64_at =
-        |at: usize| -> Option<u64> { u64::from_le_bytes(elf.get(at..at + 8)?.try_into().ok()?).into() };
+    use object::{Object, ObjectSection};
     if !elf.starts_with(b"\x7fELF\x02\x01") {
         return Err("not a 64-bit little-endian ELF file".into());
     }
-    let bad = || "a truncated or malformed ELF file".to_string();
-    let shoff = u64_at(0x28).ok_or_else(bad)? as usize;
-    let shentsize = u16_at(0x3a).ok_or_else(bad)? as usize;
-    let shnum = u16_at(0x3c).ok_or_else(bad)? as usize;
-    let shstrndx = u16_at(0x3e).ok_or_else(bad)? as usize;
-    // (name offset, data offset, size) of section `i`.
-    let section = |i: usize| -> Option<(usize, usize, usize)> {
-        let h = shoff.checked_add(i.checked_mul(shentsize)?)?;
-        Some((
-            u32_at(h)? as usize,
-            u64_at(h + 0x18)? as usize,
-            u64_at(h + 0x20)? as usize,
-        ))
-    };
-    let data = |offset: usize, size: usize| elf.get(offset..offset.checked_add(size)?);
-    let (_, str_off, str_size) = section(shstrndx).ok_or_else(bad)?;
-    let names = data(str_off, str_size).ok_or_else(bad)?;
-    for i in 0..shnum {
-        let (name, offset, size) = section(i).ok_or_else(bad)?;
-        let Some(rest) = names.get(name..) else { continue };
-        if !rest.starts_with(b".modinfo\0") {
-            continue;
-        }
-        let info = data(offset, size).ok_or_else(bad)?;
-        return Ok(info
-            .split(|&b| b == 0)
-            .filter_map(|field| {
-                let field = String::from_utf8_lossy(field);
-                let (k, v) = field.split_once('=')?;
-                Some((k.to_string(), v.to_string()))
-            })
-            .collect());
-    }
-    Err("no .modinfo section".into())
+    let bad = |_| "a truncated or malformed ELF file".to_string();
+    let file = object::read::elf::ElfFile64::<object::LittleEndian>::parse(elf).map_err(bad)?;
+    let section = file
+        .section_by_name(".modinfo")
+        .ok_or_else(|| "no .modinfo section".to_string())?;
+    let info = section.data().map_err(bad)?;
+    Ok(info
+        .split(|&b| b == 0)
+        .filter_map(|field| {
+            let field = String::from_utf8_lossy(field);
+            let (k, v) = field.split_once('=')?;
+            Some((k.to_string(), v.to_string()))
+        })
+        .collect())
 }
 
 /// A module name as the kernel and `modprobe` compare them: `-` is `_`.
@@ -592,22 +567,27 @@ mod tests {
     fn elf(modinfo: &[u8]) -> Vec<u8> {
         let names = b"\0.shstrtab\0.modinfo\0";
         let mut f = vec![0u8; 64];
-        f[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        f[..7].copy_from_slice(b"\x7fELF\x02\x01\x01");
+        f[0x10..0x12].copy_from_slice(&1u16.to_le_bytes()); // ET_REL
+        f[0x12..0x14].copy_from_slice(&62u16.to_le_bytes()); // x86-64
+        f[0x14..0x18].copy_from_slice(&1u32.to_le_bytes()); // EV_CURRENT
+        f[0x34..0x36].copy_from_slice(&64u16.to_le_bytes()); // header size
         let info_at = f.len();
         f.extend_from_slice(modinfo);
         let names_at = f.len();
         f.extend_from_slice(names);
         let shoff = f.len();
-        let header = |name: u32, offset: usize, size: usize| {
+        let header = |name: u32, kind: u32, offset: usize, size: usize| {
             let mut h = vec![0u8; 64];
             h[..4].copy_from_slice(&name.to_le_bytes());
+            h[4..8].copy_from_slice(&kind.to_le_bytes());
             h[0x18..0x20].copy_from_slice(&(offset as u64).to_le_bytes());
             h[0x20..0x28].copy_from_slice(&(size as u64).to_le_bytes());
             h
         };
-        f.extend(header(0, 0, 0));
-        f.extend(header(11, info_at, modinfo.len()));
-        f.extend(header(1, names_at, names.len()));
+        f.extend(header(0, 0, 0, 0)); // SHT_NULL
+        f.extend(header(11, 1, info_at, modinfo.len())); // SHT_PROGBITS
+        f.extend(header(1, 3, names_at, names.len())); // SHT_STRTAB
         f[0x28..0x30].copy_from_slice(&(shoff as u64).to_le_bytes());
         f[0x3a..0x3c].copy_from_slice(&64u16.to_le_bytes());
         f[0x3c..0x3e].copy_from_slice(&3u16.to_le_bytes());
